@@ -1,0 +1,46 @@
+"""Timing on the GPU, the one way every benchmark here does it.
+
+Medians from `triton.testing.do_bench` (CUDA events, warm-up first, L2 flushed between runs); inputs are built
+by the caller outside the timed function. Benchmarks are scripts that print and write numbers, never tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def bench_ms(fn: Callable[[], object], *, warmup_ms: int = 25, rep_ms: int = 100) -> float:
+    """Median wall time of `fn()` on the current CUDA device, in milliseconds."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("bench_ms times GPU work; no CUDA device here")
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def fwd_bwd_fn(fwd: Callable[[], torch.Tensor], grad: torch.Tensor | None = None) -> Callable[[], None]:
+    """A closure running forward then backward; gradients of the leaf inputs are dropped by the caller."""
+
+    def run() -> None:
+        out = fwd()
+        out.backward(grad if grad is not None else torch.ones_like(out))
+
+    return run
+
+
+def peak_memory_mib(fn: Callable[[], object]) -> float:
+    """Peak CUDA memory allocated while running `fn()` once, in MiB."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def attention_tflops(ms: float, *, B: int, H: int, Nq: int, Nk: int, D: int, causal: bool, mode: str) -> float:
+    """FlashAttention's convention: 4·B·H·Nq·Nk·D forward, half when causal, backward 2.5× forward."""
+    flops = 4.0 * B * H * Nq * Nk * D * (0.5 if causal else 1.0)
+    flops *= {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}[mode]
+    return flops / (ms * 1e-3) / 1e12

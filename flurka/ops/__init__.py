@@ -1,0 +1,1 @@
+"""Pure tensor ops: one folder per op, reference beside kernel."""

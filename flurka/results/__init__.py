@@ -1,0 +1,1 @@
+"""Turning run records and measurements into tables and plots."""

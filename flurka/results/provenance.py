@@ -1,0 +1,75 @@
+"""Provenance for every results JSON: which code, on which machine and software, from which command.
+
+Every results file has the same top level (DESIGN.md): {"provenance": {...}, "rows": [...]}, so one reader
+serves every table and plot.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def git_commit(short: bool = False) -> str:
+    """The commit of the checkout this runs from, with '+dirty' when tracked files differ from it."""
+    here = Path(__file__).resolve().parent
+    try:
+        args = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
+        sha = subprocess.run(args, cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("FLURKA_COMMIT", "unknown")
+
+
+def gpu_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def triton_version() -> str:
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:
+        return "not installed"
+
+
+def provenance(command: str | None = None) -> dict[str, Any]:
+    """Everything needed to say where a number came from."""
+    return {
+        "commit": git_commit(),
+        "gpu": gpu_name(),
+        "torch": torch.__version__,
+        "triton": triton_version(),
+        "cuda": torch.version.cuda or "none",
+        "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_results(path: str | Path, rows: list[dict[str, Any]], command: str | None = None) -> Path:
+    """Write {"provenance", "rows"} atomically (temp file + rename), so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"provenance": provenance(command), "rows": rows}, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    data = json.loads(Path(path).read_text())
+    if set(data) < {"provenance", "rows"}:
+        raise ValueError(f"{path}: not a flurka results file (needs 'provenance' and 'rows')")
+    return data
