@@ -50,7 +50,7 @@ def provenance(command: str | None = None) -> dict[str, Any]:
     return {
         "commit": git_commit(),
         "gpu": gpu_name(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "triton": triton_version(),
         "cuda": torch.version.cuda or "none",
         "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),

@@ -1,0 +1,43 @@
+# flurka — `make help` lists the targets. Everything runs from a local virtual environment (.venv).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SCALE ?= smoke
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed ## create .venv and install flurka with its dev tools
+
+test: install ## run the test suite (CPU; Triton kernels through the interpreter)
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+test-gpu: install ## run only the GPU tests (needs CUDA)
+	$(BIN)/python -m pytest -q -m gpu $(PYTEST_ARGS)
+
+lint: install ## ruff lint + format check
+	$(BIN)/ruff check flurka scripts tests
+	$(BIN)/ruff format --check flurka scripts tests
+
+demo: install ## train full vs FLuRKA-Performer GPTs on the bundled Shakespeare and print a table
+	$(BIN)/python scripts/demo.py
+
+smoke: install ## one tiny training run per attention variant on CPU
+	for a in full flash performer linear eva flurka_performer flurka_rnn flurka_eva scfa_qk scfa_hash lightning; do \
+	  $(BIN)/python scripts/train.py scale=smoke logger=none trainer.progress=false group=smoke attention=$$a || exit 1; \
+	done
+
+clean: ## remove run folders (not results/)
+	rm -rf runs outputs multirun
+
+.PHONY: help install test test-gpu lint demo smoke clean

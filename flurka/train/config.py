@@ -1,0 +1,50 @@
+"""Typed trainer and init settings: a typo in a key is an error that lists the valid keys, not a silent default."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 200
+    batch_size: int = 16  # global batch, in sequences (× seq_len tokens)
+    micro_batch_size: int | None = None  # per device; None = the whole per-device share in one pass
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 20
+    eval_batch_size: int | None = None
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0: only at the end
+    keep_last_k: int = 2
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or "bf16" / "fp32"
+    device: str = "auto"
+    compile: bool = False
+    throughput_skip_steps: int = 5  # compilation and autotuning happen here; kept out of summary tokens/s
+    progress: bool = True
+    deterministic: bool = False
+
+
+@dataclass
+class InitConfig:
+    mode: str = "scratch"  # scratch | resume | from_checkpoint
+    path: str | None = None  # resume: a checkpoint (default: the run's latest); from_checkpoint: required
+    freeze_steps: int = 0  # up-training: train only the new attention parameters for this many steps
+
+
+def from_mapping(cls: type, values: dict[str, Any] | None, where: str):
+    values = dict(values or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {where} keys {unknown}; valid: {', '.join(sorted(names))}")
+    if "betas" in values:
+        values["betas"] = tuple(values["betas"])
+    return cls(**values)

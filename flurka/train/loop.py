@@ -1,0 +1,314 @@
+"""One training loop for every model, task and attention variant, on one device or under torchrun.
+
+    summary = train(cfg)   # cfg: the composed Hydra config (or a plain dict of the same shape)
+
+The global batch is fixed in sequences (trainer.batch_size × seq_len tokens); each rank takes its rows of the
+step's global batch and splits them into micro-batches, so 1 and N processes train on the same data with the
+same loss. Only rank 0 writes files or talks to W&B. See DESIGN.md "Runs and results" for the run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from flurka.attention import factory_name
+from flurka.models.transfer import strip_wrappers, transfer_weights
+from flurka.results.provenance import provenance
+from flurka.train import dist
+from flurka.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from flurka.train.config import InitConfig, TrainerConfig, from_mapping
+from flurka.train.loggers import RunLogger
+from flurka.train.schedule import lr_at
+from flurka.train.throughput import mfu
+
+
+def _to_container(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return dict(cfg)
+
+
+def _instantiate(node: dict[str, Any], **kwargs):
+    from hydra.utils import instantiate
+
+    return instantiate(node, **kwargs)
+
+
+def run_dir_for(cfg: dict[str, Any], attention: str, model: str, task: str) -> Path:
+    """runs/<group>/<name>/seed<seed>: a function of the config only (no timestamps), so every rank agrees."""
+    if cfg.get("run_dir"):
+        return Path(cfg["run_dir"])
+    name = cfg.get("name") or f"{task}-{model}-{attention}"
+    return Path(cfg.get("runs_root", "runs")) / (cfg.get("group") or "default") / name / f"seed{cfg.get('seed', 0)}"
+
+
+def build_optimizer(model: torch.nn.Module, t: TrainerConfig, new_params: set[str]) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, norms and embeddings-as-vectors (1-d tensors). New (up-trained)
+    and loaded parameters get separate groups so a freeze phase can hold the loaded ones at lr 0."""
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:  # tied weights appear twice
+            continue
+        seen.add(id(p))
+        groups.setdefault((p.dim() >= 2, name in new_params), []).append(p)
+    param_groups = [
+        {"params": ps, "weight_decay": t.weight_decay if decay else 0.0, "is_new": is_new}
+        for (decay, is_new), ps in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups, lr=t.lr, betas=t.betas)
+
+
+def _fault_injection(step: int) -> None:
+    """Tests simulate a crash (no cleanup, like SIGKILL) at a given step through FLURKA_FAULT_AT_STEP."""
+    at = os.environ.get("FLURKA_FAULT_AT_STEP")
+    if at is not None and step == int(at):
+        os._exit(17)
+
+
+@torch.no_grad()
+def evaluate(model, task, split: str, t: TrainerConfig, info: dist.DistInfo, autocast) -> dict[str, float]:
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=info.device)  # (sum of token losses, tokens)
+    batch_size = t.eval_batch_size or t.micro_batch_size or t.batch_size
+    for i, batch in enumerate(task.eval_batches(split, batch_size, t.eval_batches)):
+        if i % info.world_size != info.rank:
+            continue
+        batch = {k: v.to(info.device) for k, v in batch.items()}
+        with autocast():
+            loss = model(**batch)["loss"]
+        n = (batch["labels"] != -100).sum()
+        total += torch.stack([loss.double() * n, n.double()])
+    if info.enabled:
+        torch.distributed.all_reduce(total)
+    model.train()
+    return task.eval_metrics((total[0] / total[1].clamp(min=1)).item())
+
+
+def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume, or up-train) one run; returns the summary also written to summary.json."""
+    c = _to_container(cfg)
+    t = from_mapping(TrainerConfig, c.get("trainer"), "trainer")
+    init = from_mapping(InitConfig, c.get("init"), "init")
+    if init.mode not in ("scratch", "resume", "from_checkpoint"):
+        raise ValueError(f"init.mode must be scratch, resume or from_checkpoint; got {init.mode!r}")
+    info = dist.setup(t.device)
+    seed = int(c.get("seed", 0))
+    torch.manual_seed(seed + info.rank)  # dropout etc. differ per rank; data does not (it is step-seeded)
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True)
+
+    task = _instantiate(c["task"])
+    attention = _instantiate(c["attention"])
+    model = _instantiate(c["model"], vocab_size=task.vocab_size, max_len=task.seq_len, attention=attention)
+    if getattr(task, "causal", False) and not getattr(model, "causal", False):
+        raise ValueError(f"task {task.name} is causal language modelling; use a causal model (model=gpt)")
+    model.to(info.device)
+    att_name = factory_name(attention)
+    model_name = c["model"].get("_target_", "model").rsplit(".", 1)[-1].lower()
+    run_dir = run_dir_for(c, att_name, model_name, task.name)
+
+    # ---- where do the weights come from?
+    start_step, best, wandb_id, new_params = 0, math.inf, None, set()
+    ckpt_path = None
+    if init.mode == "resume":
+        ckpt_path = Path(init.path) if init.path else latest_checkpoint(run_dir)
+        if ckpt_path is None:
+            raise FileNotFoundError(f"init.mode=resume but {run_dir}/checkpoints has no checkpoint to resume from")
+    elif init.mode == "scratch" and latest_checkpoint(run_dir) is not None:
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints; resume it with init.mode=resume, or choose another name/seed"
+        )
+    state = None
+    if ckpt_path is not None:
+        state = load_checkpoint(ckpt_path, info.device)
+        model.load_state_dict(strip_wrappers(state["model"]))
+        start_step, best = int(state["step"]), float(state["meta"].get("best_eval_loss", math.inf))
+        wandb_id = state["meta"].get("wandb_run_id")
+    elif init.mode == "from_checkpoint":
+        if not init.path:
+            raise ValueError("init.mode=from_checkpoint needs init.path=<checkpoint file>")
+        report = transfer_weights(model, load_checkpoint(Path(init.path), info.device)["model"])
+        new_params = set(report.new)
+        if info.is_main:
+            print(f"[flurka] up-training from {init.path}: {report.summary()}")
+
+    optimizer = build_optimizer(model, t, new_params)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+    raw_model = model
+    if t.compile:
+        model = torch.compile(model)
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+        )
+
+    # ---- batch arithmetic, checked (nanoGPT): global = micro × accumulation × world
+    if t.batch_size % info.world_size:
+        raise ValueError(f"trainer.batch_size={t.batch_size} is not divisible by {info.world_size} processes")
+    per_rank = t.batch_size // info.world_size
+    micro = t.micro_batch_size or per_rank
+    if per_rank % micro:
+        raise ValueError(f"per-device batch {per_rank} is not a multiple of trainer.micro_batch_size={micro}")
+    accum = per_rank // micro
+    use_bf16 = t.precision == "bf16" or (t.precision == "auto" and info.device.type == "cuda")
+
+    def autocast():
+        if use_bf16:
+            return torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(c)))
+    dist.barrier(info)
+    logger = RunLogger(
+        run_dir,
+        backend=c.get("logger", {}).get("backend", "none"),
+        config=c,
+        project=c.get("logger", {}).get("project", "flurka"),
+        entity=c.get("logger", {}).get("entity"),
+        group=c.get("group"),
+        name=c.get("name") or run_dir.parent.name,
+        job_type=c.get("logger", {}).get("job_type", "uptrain" if init.mode == "from_checkpoint" else "pretrain"),
+        mode=c.get("logger", {}).get("mode", "auto"),
+        run_id=wandb_id,
+        is_main=info.is_main,
+    )
+    wandb_id = dist.broadcast_object(logger.run_id, info)
+
+    seq_len = task.seq_len
+    flops_per_token = raw_model.flops_per_sequence(seq_len) / seq_len
+    tokens_per_step = t.batch_size * seq_len
+    meta = {
+        "config": c,
+        "wandb_run_id": wandb_id,
+        "attention": att_name,
+        "provenance": provenance(),
+    }
+
+    def checkpoint(step: int, name: str | None = None) -> None:
+        if info.is_main:
+            meta.update(best_eval_loss=best, step=step)
+            save_checkpoint(
+                run_dir,
+                step=step,
+                model_state=strip_wrappers(raw_model.state_dict()),
+                optimizer_state=optimizer.state_dict(),
+                meta=meta,
+                keep_last_k=t.keep_last_k,
+                name=name,
+            )
+        dist.barrier(info)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=t.max_steps,
+        initial=start_step,
+        disable=not (info.is_main and t.progress),
+        desc=f"{att_name}",
+        dynamic_ncols=True,
+    )
+    model.train()
+    last_eval: dict[str, float] = {}
+    timed_tokens, timed_seconds, train_loss = 0, 0.0, float("nan")
+    wall_start = time.perf_counter()
+    window_start, window_tokens = time.perf_counter(), 0
+    for step in range(start_step, t.max_steps):
+        _fault_injection(step)
+        lr = lr_at(step, lr=t.lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
+        frozen = step < init.freeze_steps
+        for group in optimizer.param_groups:
+            group["lr"] = 0.0 if (frozen and not group["is_new"]) else lr
+        step_start = time.perf_counter()
+        batch = task.train_batch(step, t.batch_size, seed)
+        rows = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
+        loss_sum = torch.zeros((), device=info.device)
+        for i in range(accum):
+            micro_batch = {k: v[rows][i * micro : (i + 1) * micro].to(info.device) for k, v in batch.items()}
+            sync = contextlib.nullcontext() if (i == accum - 1 or not info.enabled) else model.no_sync()
+            with sync, autocast():
+                loss = model(**micro_batch)["loss"] / accum
+            with sync:
+                loss.backward()
+            loss_sum += loss.detach()
+        loss_all = dist.all_reduce_mean(loss_sum, info)
+        train_loss = loss_all.item()
+        if not math.isfinite(train_loss):
+            bar.close()
+            logger.finish()
+            raise FloatingPointError(
+                f"loss became {train_loss} at step {step} (lr {lr:.3g}, attention {att_name}); stopping. The last "
+                f"good checkpoint in {run_dir}/checkpoints is untouched: lower trainer.lr or check the data."
+            )
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if info.device.type == "cuda":
+            torch.cuda.synchronize(info.device)
+        done = step + 1
+        if step - start_step >= t.throughput_skip_steps:
+            timed_tokens += tokens_per_step
+            timed_seconds += time.perf_counter() - step_start
+        window_tokens += tokens_per_step
+        bar.update(1)
+        if done % t.log_every == 0 or done == t.max_steps:
+            elapsed = time.perf_counter() - window_start
+            tps = window_tokens / max(elapsed, 1e-9)
+            metrics = {"train/loss": train_loss, "train/lr": lr, "train/tokens_per_s": tps}
+            util = mfu(flops_per_token, tps, info.device, info.world_size)
+            if util is not None:
+                metrics["train/mfu"] = util
+            logger.log(metrics, done)
+            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tps:,.0f}")
+            window_start, window_tokens = time.perf_counter(), 0
+        if (t.eval_every and done % t.eval_every == 0) or done == t.max_steps:
+            last_eval = evaluate(model, task, "valid", t, info, autocast)
+            logger.log({f"eval/{k}": v for k, v in last_eval.items()}, done)
+            if last_eval["loss"] < best:
+                best = last_eval["loss"]
+                checkpoint(done, name="best.pt")
+        if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.max_steps:
+            checkpoint(done)
+    bar.close()
+
+    tokens_per_s = timed_tokens / timed_seconds if timed_seconds > 0 else None
+    summary = {
+        "task": task.name,
+        "model": model_name,
+        "attention": att_name,
+        "seed": seed,
+        "steps": t.max_steps,
+        "seq_len": seq_len,
+        "tokens_seen": t.max_steps * tokens_per_step,
+        "params": sum(p.numel() for p in raw_model.parameters()),
+        "final_train_loss": train_loss,
+        **{f"eval_{k}": v for k, v in last_eval.items()},
+        "best_eval_loss": best,
+        "tokens_per_s": tokens_per_s,
+        "tokens_per_s_per_device": tokens_per_s / info.world_size if tokens_per_s else None,
+        "mfu": mfu(flops_per_token, tokens_per_s or 0.0, info.device, info.world_size),
+        "world_size": info.world_size,
+        "wall_seconds": time.perf_counter() - wall_start,
+        "wandb_run_id": wandb_id,
+        "run_dir": str(run_dir),
+        **provenance(),
+    }
+    if info.is_main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    logger.summary(summary)
+    logger.finish()
+    return summary

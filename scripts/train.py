@@ -1,0 +1,25 @@
+"""Train one run: `python scripts/train.py model=gpt attention=flurka_performer task=wikitext2 scale=mini`.
+
+Works alone and under `torchrun --nproc_per_node=N scripts/train.py ...` (DDP). Resume with
+`init.mode=resume`; up-train with `init.mode=from_checkpoint init.path=<ckpt> attention=<variant>`.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from flurka.train.loop import train
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    summary = train(cfg)
+    print(
+        f"[flurka] {summary['attention']}: eval loss {summary.get('eval_loss', float('nan')):.4f}, "
+        f"{summary['tokens_per_s'] or 0:,.0f} tokens/s -> {summary['run_dir']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

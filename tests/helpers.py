@@ -1,0 +1,50 @@
+"""Helpers shared by tests: fixture data roots and config composition."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_DATA = ROOT / "tests" / "fixtures" / "data"
+CONF = str(ROOT / "conf")
+
+
+def use_fixture_corpora(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the data root at tests/fixtures/data and register the fixtures' own checksums."""
+    from flurka.data import text
+    from flurka.data.sources import sha256_file
+
+    for name, corpus in list(text.CORPORA.items()):
+        files = {split: FIXTURE_DATA / rel for split, rel in corpus.files.items() if not Path(rel).is_absolute()}
+        if files and all(p.exists() for p in files.values()):
+            shas = {split: sha256_file(p) for split, p in files.items()}
+            monkeypatch.setitem(text.CORPORA, name, dataclasses.replace(corpus, sha256=shas))
+    monkeypatch.setenv("FLURKA_DATA", str(FIXTURE_DATA))
+    return FIXTURE_DATA
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return hydra_compose("train", overrides=overrides)
+
+
+def run_script(args: list[str], *, env: dict[str, str] | None = None, check: bool = True, timeout: int = 300):
+    """Run a project script in a fresh process (what a user's shell does)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+        )
+    return proc
