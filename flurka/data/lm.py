@@ -44,6 +44,9 @@ class LMTask:
     def vocab_size(self) -> int:
         return self.tokenizer.vocab_size
 
+    def model_kwargs(self) -> dict[str, int]:
+        return {"vocab_size": self.vocab_size, "max_len": self.seq_len}
+
     def num_tokens(self, split: str) -> int:
         return len(self.splits[split])
 

@@ -77,9 +77,14 @@ def _fault_injection(step: int) -> None:
 
 @torch.no_grad()
 def evaluate(model, task, split: str, t: TrainerConfig, info: dist.DistInfo, autocast) -> dict[str, float]:
+    """The task's own evaluate() when it has one; else the LM path: mean token loss, sharded over ranks."""
+    batch_size = t.eval_batch_size or t.micro_batch_size or t.batch_size
+    if hasattr(task, "evaluate"):
+        return task.evaluate(
+            model, split, batch_size=batch_size, max_batches=t.eval_batches, device=info.device, autocast=autocast
+        )
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=info.device)  # (sum of token losses, tokens)
-    batch_size = t.eval_batch_size or t.micro_batch_size or t.batch_size
     for i, batch in enumerate(task.eval_batches(split, batch_size, t.eval_batches)):
         if i % info.world_size != info.rank:
             continue
@@ -109,7 +114,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 
     task = _instantiate(c["task"])
     attention = _instantiate(c["attention"])
-    model = _instantiate(c["model"], vocab_size=task.vocab_size, max_len=task.seq_len, attention=attention)
+    model = _instantiate(c["model"], **task.model_kwargs(), attention=attention)
     if getattr(task, "causal", False) and not getattr(model, "causal", False):
         raise ValueError(f"task {task.name} is causal language modelling; use a causal model (model=gpt)")
     model.to(info.device)
@@ -188,7 +193,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     )
     wandb_id = dist.broadcast_object(logger.run_id, info)
 
-    seq_len = task.seq_len
+    seq_len = getattr(task, "seq_len", None) or getattr(raw_model, "max_len", 1)
     flops_per_token = raw_model.flops_per_sequence(seq_len) / seq_len
     tokens_per_step = t.batch_size * seq_len
     meta = {
