@@ -1,0 +1,155 @@
+"""FLuRKA Fig. 3 (PAPERS.md §1): time vs sequence length for every variant at the paper's configuration.
+
+d_m = 2600, d_k = 1500, d_h = 325, H = 8, N = 7.05k … 55.5k (steps of 3k in the paper), batch 1, bf16, one
+attention layer (projections included), forward (the paper's inference timing) and forward+backward. Every
+variant runs on its best path (`backend="auto"`: our Triton kernels on a GPU where they exist, cuBLAS
+matmuls otherwise). Each row carries the variant's own FLOP count (`flops()`), its achieved TFLOP/s and the
+roofline time at the GPU's *measured* bf16 matmul rate (a large GEMM timed first), so every time can be read
+against what the FLOPs allow.
+
+`full` runs PyTorch SDPA; head dim 325 is above the flash backend's limit (256), so SDPA picks another
+backend, and `flash` (our kernel) pads 325 to 512 internally. Rows that run out of memory are recorded as
+such, not dropped.
+
+    python scripts/bench.py flurka [--quick] [--out results/speed/flurka.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from flurka.attention import build_attention
+from flurka.bench.timing import bench_ms
+from flurka.results.provenance import write_results
+
+D_MODEL, D_K, HEAD_DIM, HEADS = 2600, 1500, 325, 8
+PAPER_NS = [7050 + 3000 * i for i in range(17)]  # 7.05k … 55.05k (the paper's grid; it quotes up to 55.5k)
+VARIANTS = {
+    "full": {},
+    "flash": {},
+    "linformer": {"downsample_len": D_K},
+    "performer": {"n_features": 256},
+    "linear": {},
+    "eva": {"chunk_size": 256},
+    "flurka_performer": {"downsample_len": D_K, "n_features": 256},
+    "flurka_rnn": {"downsample_len": D_K},
+    "flurka_eva": {"downsample_len": D_K, "eva_chunk_size": 64},
+}
+
+
+def matmul_tflops(device: torch.device, n: int = 8192) -> float:
+    """The GPU's measured dense bf16 GEMM rate: the roofline every row is read against."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    ms = bench_ms(lambda: a @ b)
+    return 2 * n**3 / (ms * 1e-3) / 1e12
+
+
+def _time(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        return bench_ms(fn)
+    start = time.perf_counter()  # --dry-run on CPU: checks the script, not a measurement to report
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def measure(name: str, n: int, mode: str, device: torch.device, dims: tuple[int, int, int]) -> dict:
+    d_model, heads, d_k = dims
+    opts = dict(VARIANTS[name])
+    if "downsample_len" in opts:
+        opts["downsample_len"] = d_k
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    row = {"variant": name, "mode": mode, "B": 1, "N": n, "H": heads, "D": d_model // heads, "d_model": d_model,
+           "d_k": d_k, "dtype": str(dtype).removeprefix("torch."), "causal": False, **{
+               k: v for k, v in opts.items() if k != "downsample_len"}}  # fmt: skip
+    try:
+        attn = build_attention(name, d_model, heads, causal=False, max_len=n, backend="auto", **opts)
+        attn = attn.to(device=device, dtype=dtype)
+        # what ran: SDPA for full, our kernel for flash, and for the rest the module's best path on this device
+        row["impl"] = {"full": "sdpa", "flash": "triton"}.get(name, "auto" if device.type == "cuda" else "torch")
+        row["flops"] = attn.flops(n) * (3 if mode == "fwd_bwd" else 1)
+        x = torch.randn(1, n, d_model, device=device, dtype=dtype, requires_grad=mode == "fwd_bwd")
+        if mode == "fwd":
+
+            def fn() -> None:
+                with torch.no_grad():
+                    attn(x)
+        else:
+            g = torch.randn(1, n, d_model, device=device, dtype=dtype)
+
+            def fn() -> None:
+                attn(x).backward(g)
+                x.grad = None
+                for p in attn.parameters():
+                    p.grad = None
+
+        row["ms"] = round(_time(fn, device), 4)
+        row["tflops"] = round(row["flops"] / (row["ms"] * 1e-3) / 1e12, 2)
+    except torch.OutOfMemoryError:
+        row.update(ms=None, tflops=None, status="oom")
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, mode in zip(axes, ("fwd", "fwd_bwd")):
+        for name in VARIANTS:
+            pts = [(r["N"], r["ms"]) for r in rows if r["variant"] == name and r["mode"] == mode and r.get("ms")]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=name)
+        ax.set(xlabel="sequence length N", ylabel="ms (one layer, batch 1)", yscale="log",
+               title=f"{'inference (forward)' if mode == 'fwd' else 'forward + backward'}")  # fmt: skip
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"FLuRKA Fig. 3 setting: d_m={D_MODEL}, d_k={D_K}, d_h={HEAD_DIM}, H={HEADS}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="bench.py flurka", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="3 sequence lengths instead of 17")
+    p.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU: checks the script runs")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    p.add_argument("--out", type=Path, default=Path("results/speed/flurka.json"))
+    args = p.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
+    if device.type == "cpu" and not args.dry_run:
+        raise SystemExit("the speed benchmark needs a GPU (use --dry-run to check it on CPU)")
+    dims = (64, 4, 24) if args.dry_run else (D_MODEL, HEADS, D_K)
+    ns = [40, 70] if args.dry_run else ([7050, 31050, 55050] if args.quick else PAPER_NS)
+    rows = []
+    if device.type == "cuda":
+        rate = matmul_tflops(device)
+        print(f"measured bf16 GEMM rate: {rate:.0f} TFLOP/s (the roofline)", flush=True)
+        rows.append({"variant": "gemm", "impl": "cublas", "mode": "fwd", "B": 1, "N": 8192, "H": 1, "D": 8192,
+                     "dtype": "bfloat16", "causal": False, "ms": None, "tflops": round(rate, 1)})  # fmt: skip
+    for n in ns:
+        for mode in ("fwd", "fwd_bwd"):
+            for name in args.variants:
+                row = measure(name, n, mode, device, dims)
+                if device.type == "cuda" and row.get("flops") and row.get("ms"):
+                    row["roofline_ms"] = round(row["flops"] / (rate * 1e12) * 1e3, 4)
+                    row["x_roofline"] = round(row["ms"] / row["roofline_ms"], 2)
+                rows.append(row)
+                print(f"N={n:6d} {mode:7s} {name:17s} {row.get('ms')!s:>10} ms  {row.get('tflops')!s:>7} TFLOP/s "
+                      f"x_roofline={row.get('x_roofline', '-')}", flush=True)  # fmt: skip
+    out = write_results(args.out, rows)
+    plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Speed benchmarks (scripts, never tests): `python scripts/bench.py <suite> [options]`.
+
+Suites: flash, scfa, lightning, flurka. Each writes results/speed/<suite>.json (rows in the DESIGN.md schema,
+with provenance: commit, GPU, torch, triton, CUDA, command) and a PNG beside it. `--help` after the suite
+name lists its options (e.g. `--quick`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUITES = ("flash", "scfa", "lightning", "flurka")
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in SUITES:
+        raise SystemExit(f"usage: python scripts/bench.py {{{','.join(SUITES)}}} [options]")
+    importlib.import_module(f"flurka.bench.{argv[0]}").main(argv[1:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
