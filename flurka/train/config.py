@@ -27,6 +27,7 @@ class TrainerConfig:
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or "bf16" / "fp32"
     device: str = "auto"
     compile: bool = False
+    strategy: str = "ddp"  # under torchrun: ddp (replicated) or fsdp (sharded parameters, FSDP2)
     throughput_skip_steps: int = 5  # compilation and autotuning happen here; kept out of summary tokens/s
     progress: bool = True
     deterministic: bool = False

@@ -73,3 +73,38 @@ def broadcast_object(obj, info: DistInfo):
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def shard_model(model: torch.nn.Module) -> None:
+    """FSDP2: shard each transformer block, then the rest (embeddings, head) at the root, in place."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in model.modules():
+        blocks = getattr(module, "blocks", None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            for block in blocks:
+                fully_shard(block)
+    fully_shard(model)
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, fsdp: bool) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state (on rank 0 under FSDP, where gathering is a collective)."""
+    if not fsdp:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, *, fsdp: bool) -> None:
+    if not fsdp:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))

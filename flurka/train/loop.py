@@ -76,8 +76,11 @@ def _fault_injection(step: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(model, task, split: str, t: TrainerConfig, info: dist.DistInfo, autocast) -> dict[str, float]:
-    """The task's own evaluate() when it has one; else the LM path: mean token loss, sharded over ranks."""
+def evaluate(
+    model, task, split: str, t: TrainerConfig, info: dist.DistInfo, autocast, shard: bool = True
+) -> dict[str, float]:
+    """The task's own evaluate() when it has one; else the LM path: mean token loss, sharded over ranks
+    (`shard=False` under FSDP, whose forward is a collective: every rank then evaluates every batch)."""
     batch_size = t.eval_batch_size or t.micro_batch_size or t.batch_size
     if hasattr(task, "evaluate"):
         return task.evaluate(
@@ -86,14 +89,14 @@ def evaluate(model, task, split: str, t: TrainerConfig, info: dist.DistInfo, aut
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=info.device)  # (sum of token losses, tokens)
     for i, batch in enumerate(task.eval_batches(split, batch_size, t.eval_batches)):
-        if i % info.world_size != info.rank:
+        if shard and i % info.world_size != info.rank:
             continue
         batch = {k: v.to(info.device) for k, v in batch.items()}
         with autocast():
             loss = model(**batch)["loss"]
         n = (batch["labels"] != -100).sum()
         total += torch.stack([loss.double() * n, n.double()])
-    if info.enabled:
+    if info.enabled and shard:
         torch.distributed.all_reduce(total)
     model.train()
     return task.eval_metrics((total[0] / total[1].clamp(min=1)).item())
@@ -106,9 +109,11 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     init = from_mapping(InitConfig, c.get("init"), "init")
     if init.mode not in ("scratch", "resume", "from_checkpoint"):
         raise ValueError(f"init.mode must be scratch, resume or from_checkpoint; got {init.mode!r}")
+    if t.strategy not in ("ddp", "fsdp"):
+        raise ValueError(f"trainer.strategy must be 'ddp' or 'fsdp'; got {t.strategy!r}")
     info = dist.setup(t.device)
     seed = int(c.get("seed", 0))
-    torch.manual_seed(seed + info.rank)  # dropout etc. differ per rank; data does not (it is step-seeded)
+    torch.manual_seed(seed)  # the same initial weights on every rank (FSDP shards what each rank built)
     if t.deterministic:
         torch.use_deterministic_algorithms(True)
 
@@ -118,6 +123,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if getattr(task, "causal", False) and not getattr(model, "causal", False):
         raise ValueError(f"task {task.name} is causal language modelling; use a causal model (model=gpt)")
     model.to(info.device)
+    torch.manual_seed(seed + info.rank)  # dropout etc. differ per rank; data does not (it is step-seeded)
     att_name = factory_name(attention)
     model_name = c["model"].get("_target_", "model").rsplit(".", 1)[-1].lower()
     run_dir = run_dir_for(c, att_name, model_name, task.name)
@@ -147,14 +153,21 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         if info.is_main:
             print(f"[flurka] up-training from {init.path}: {report.summary()}")
 
+    raw_model = model
+    fsdp = info.enabled and t.strategy == "fsdp"
+    if fsdp:  # shard in place before the optimizer sees the parameters (FSDP2)
+        dist.shard_model(model)
     optimizer = build_optimizer(model, t, new_params)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        if state["meta"].get("strategy", "ddp") != ("fsdp" if fsdp else "ddp"):
+            raise ValueError(
+                f"{ckpt_path} was written with strategy={state['meta'].get('strategy')}; resume it with that strategy"
+            )
+        dist.load_optimizer_state(model, optimizer, state["optimizer"], fsdp=fsdp)
         set_rng_state(state["rng"])
-    raw_model = model
     if t.compile:
         model = torch.compile(model)
-    if info.enabled:
+    if info.enabled and not fsdp:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
@@ -200,17 +213,20 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         "config": c,
         "wandb_run_id": wandb_id,
         "attention": att_name,
+        "strategy": "fsdp" if fsdp else "ddp",
         "provenance": provenance(),
     }
 
     def checkpoint(step: int, name: str | None = None) -> None:
+        # under FSDP gathering the full state is a collective: every rank takes part, rank 0 writes
+        model_state, optimizer_state = dist.full_state(raw_model, optimizer, fsdp=fsdp)
         if info.is_main:
             meta.update(best_eval_loss=best, step=step)
             save_checkpoint(
                 run_dir,
                 step=step,
-                model_state=strip_wrappers(raw_model.state_dict()),
-                optimizer_state=optimizer.state_dict(),
+                model_state=strip_wrappers(model_state),
+                optimizer_state=optimizer_state,
                 meta=meta,
                 keep_last_k=t.keep_last_k,
                 name=name,
@@ -243,7 +259,10 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         loss_sum = torch.zeros((), device=info.device)
         for i in range(accum):
             micro_batch = {k: v[rows][i * micro : (i + 1) * micro].to(info.device) for k, v in batch.items()}
-            sync = contextlib.nullcontext() if (i == accum - 1 or not info.enabled) else model.no_sync()
+            last = i == accum - 1
+            if fsdp:
+                model.set_requires_gradient_sync(last)
+            sync = contextlib.nullcontext() if (last or not info.enabled or fsdp) else model.no_sync()
             with sync, autocast():
                 loss = model(**micro_batch)["loss"] / accum
             with sync:
@@ -281,7 +300,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tps:,.0f}")
             window_start, window_tokens = time.perf_counter(), 0
         if (t.eval_every and done % t.eval_every == 0) or done == t.max_steps:
-            last_eval = evaluate(model, task, "valid", t, info, autocast)
+            last_eval = evaluate(model, task, "valid", t, info, autocast, shard=not fsdp)
             logger.log({f"eval/{k}": v for k, v in last_eval.items()}, done)
             if last_eval["loss"] < best:
                 best = last_eval["loss"]
