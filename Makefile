@@ -37,7 +37,20 @@ smoke: install ## one tiny training run per attention variant on CPU
 	  $(BIN)/python scripts/train.py scale=smoke logger=none trainer.progress=false group=smoke attention=$$a || exit 1; \
 	done
 
+# ---- speed figures (GPU): each writes results/speed/<suite>.json with provenance and a PNG beside it
+bench-flash: install ## FlashAttention kernel vs SDPA and the naive path (GPU)
+	$(BIN)/python scripts/bench.py flash
+
+fig-scfa-runtime: install ## SCFA runtime figure: hash / QK-drop sweeps vs flash (GPU)
+	$(BIN)/python scripts/bench.py scfa
+
+fig-lightning: install ## Lightning-2 runtime and tokens/s vs N, vs SDPA flash (GPU)
+	$(BIN)/python scripts/bench.py lightning
+
+fig-flurka-seqlen: install ## FLuRKA Fig. 3: time vs N for every variant at the paper's configuration (GPU)
+	$(BIN)/python scripts/bench.py flurka
+
 clean: ## remove run folders (not results/)
 	rm -rf runs outputs multirun
 
-.PHONY: help install test test-gpu lint demo smoke clean
+.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen

@@ -1,0 +1,133 @@
+"""Run folders (or W&B runs) -> a paper table: results.json, table.md, table.csv and a plot.
+
+Each row of a table is one experiment name (one attention variant, usually) aggregated over its seeds: mean
+and sample standard deviation of every metric, with the number of seeds. Nothing here edits a number; the
+paper's values, where PAPERS.md gives them, are placed beside ours and labelled as the paper's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from flurka.results.provenance import write_results
+
+NUMERIC_SKIP = {"seed", "steps", "world_size"}
+
+
+def collect_runs(runs_root: str | Path, group: str) -> list[dict[str, Any]]:
+    """Every summary.json under runs/<group>/<name>/seed*/, tagged with its row name."""
+    out = []
+    for path in sorted(Path(runs_root, group).glob("*/seed*/summary.json")):
+        summary = json.loads(path.read_text())
+        summary.setdefault("name", path.parent.parent.name)
+        out.append(summary)
+    return out
+
+
+def collect_wandb(path: str, group: str) -> list[dict[str, Any]]:
+    """The same numbers from W&B's public API: finished runs of `group` in ENTITY/PROJECT."""
+    import wandb
+
+    runs = wandb.Api().runs(path, filters={"group": group, "state": "finished"})
+    out = []
+    for run in runs:
+        summary = {k: v for k, v in run.summary.items() if not k.startswith("_")}
+        summary.setdefault("name", run.name)
+        summary.setdefault("seed", run.config.get("seed", 0))
+        out.append(summary)
+    return out
+
+
+def aggregate(summaries: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
+    """One row per name: `<metric>` (mean), `<metric>_std` (sample std, 0 for one seed), `n_seeds`."""
+    by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in summaries:
+        by_name[s["name"]].append(s)
+    rows = []
+    for name, group in by_name.items():
+        row: dict[str, Any] = {"name": name, "n_seeds": len(group)}
+        for key in ("attention", "task", "model", "seq_len", "tokens_seen", "params", "commit", "gpu"):
+            values = {str(s.get(key)) for s in group if key in s}
+            if values:
+                row[key] = group[0][key] if len(values) == 1 else sorted(values)
+        for metric in metrics:
+            values = [float(s[metric]) for s in group if isinstance(s.get(metric), int | float)]
+            values = [v for v in values if math.isfinite(v)]
+            if values:
+                row[metric] = statistics.fmean(values)
+                row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(rows: list[dict[str, Any]], metrics: list[str], paper: dict[str, dict[str, float]] | None) -> str:
+    head = ["row", "seeds", *metrics]
+    if paper:
+        head += [f"paper {m}" for m in next(iter(paper.values()))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["name"], str(row["n_seeds"])]
+        for m in metrics:
+            mean = row.get(m)
+            std = row.get(f"{m}_std", 0.0)
+            cells.append("—" if mean is None else _fmt(mean) + (f" ± {_fmt(std)}" if row["n_seeds"] > 1 else ""))
+        if paper:
+            ref = paper.get(row.get("attention", row["name"]), {})
+            cells += [_fmt(ref.get(k)) if k in ref else "—" for k in next(iter(paper.values()))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    out_dir: str | Path,
+    rows: list[dict[str, Any]],
+    metrics: list[str],
+    *,
+    title: str,
+    notes: str = "",
+    paper: dict[str, dict[str, float]] | None = None,
+    command: str | None = None,
+) -> Path:
+    """results.json (DESIGN.md schema), table.md (with `notes` under the table), table.csv, and a bar plot."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out / "results.json", rows, command)
+    (out / "table.md").write_text(
+        f"# {title}\n\n" + markdown_table(rows, metrics, paper) + (f"\n{notes}\n" if notes else "")
+    )
+    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "name", k))
+    with (out / "table.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(
+            {k: (v if not isinstance(v, list) else ";".join(map(str, v))) for k, v in r.items()} for r in rows
+        )
+    if rows and metrics and any(metrics[0] in r for r in rows):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows)), 3.5))
+        names = [r["name"] for r in rows]
+        ax.bar(names, [r.get(metrics[0], float("nan")) for r in rows],
+               yerr=[r.get(f"{metrics[0]}_std", 0.0) for r in rows], capsize=3)  # fmt: skip
+        ax.set_ylabel(metrics[0])
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=45)
+        fig.tight_layout()
+        fig.savefig(out / "table.png", dpi=120)
+        plt.close(fig)
+    return out
