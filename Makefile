@@ -50,7 +50,14 @@ fig-lightning: install ## Lightning-2 runtime and tokens/s vs N, vs SDPA flash (
 fig-flurka-seqlen: install ## FLuRKA Fig. 3: time vs N for every variant at the paper's configuration (GPU)
 	$(BIN)/python scripts/bench.py flurka
 
+# ---- paper tables: every row of conf/experiment/<table>/, then results/<table>/ (SCALE=smoke|mini|full)
+table-wikitext103: install ## FLuRKA LM table: GPT with every causal variant (mini: WikiText-2)
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
+table-scfa: install ## SCFA table: hash / QK-drop sparse attention vs flash at long context
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
 clean: ## remove run folders (not results/)
 	rm -rf runs outputs multirun
 
-.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen
+.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa

@@ -1,0 +1,80 @@
+"""Run every row of a paper table, then build it: `python scripts/run_table.py TABLE --scale smoke|mini|full`.
+
+Rows are the files in conf/experiment/<TABLE>/. smoke and mini run here, one row after another (mini wants
+one GPU); full prints one `torchrun` command per row (Hydra multirun and torchrun do not nest) and runs
+nothing. The table lands in results/<TABLE>/ (results.json, table.md with the claim check, table.csv, PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from flurka.results.paper_tables import TABLES
+from flurka.results.tables import aggregate, collect_runs, write_table
+from flurka.train.loop import train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def rows_of(table: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / "experiment" / table).glob("*.yaml"))
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("table", choices=sorted(TABLES))
+    p.add_argument("--scale", default="smoke", choices=["smoke", "mini", "full"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--rows", nargs="*", help="a subset of rows (default: all)")
+    p.add_argument("--runs-root", default="runs")
+    p.add_argument("--out", type=Path, help="default: results/<table> (smoke: runs/<table>-smoke-table)")
+    p.add_argument("--gpus", type=int, default=8, help="full scale: processes per torchrun command")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
+    args = p.parse_intermixed_args(argv)
+    spec = TABLES[args.table]
+    rows = args.rows or rows_of(args.table)
+    group = f"{args.table}-{args.scale}"
+    common = [*spec.overrides.get(args.scale, []), f"group={group}", f"runs_root={args.runs_root}", *args.overrides]
+    if args.scale == "full":
+        for row in rows:
+            for seed in args.seeds:
+                launcher = ["torchrun", f"--nproc_per_node={args.gpus}", "scripts/train.py"]
+                cmd = [*launcher, f"experiment={args.table}/{row}", *common, f"seed={seed}"]
+                print(" ".join(shlex.quote(c) for c in cmd))
+        return None
+    shutil.rmtree(Path(args.runs_root) / group, ignore_errors=True)  # a table is rebuilt from fresh runs
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for row in rows:
+            for seed in args.seeds:
+                print(f"[{args.table}] {row} seed {seed} ({args.scale})", flush=True)
+                train(compose("train", overrides=[f"experiment={args.table}/{row}", *common, f"seed={seed}"]))
+    summaries = collect_runs(args.runs_root, group)
+    table_rows = aggregate(summaries, spec.metrics)
+    notes = [f"Scale: {args.scale}; data: {spec.dataset.get(args.scale, '?')}; seeds: {args.seeds}."]
+    s0 = summaries[0]
+    notes.append(
+        f"Per run: {s0['steps']} steps, {s0['tokens_seen']:,} training tokens, sequence length {s0['seq_len']}."
+    )
+    if spec.claims:
+        notes.append(spec.claims(table_rows))
+    out = args.out or (
+        Path("results") / args.table if args.scale == "mini" else Path(args.runs_root) / f"{group}-table"
+    )
+    cmd = "python scripts/run_table.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    write_table(
+        out, table_rows, spec.metrics, title=spec.title, notes="\n\n".join(notes), paper=spec.paper, command=cmd
+    )
+    print((out / "table.md").read_text())
+    return out
+
+
+if __name__ == "__main__":
+    main()
