@@ -129,7 +129,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     run_dir = run_dir_for(c, att_name, model_name, task.name)
 
     # ---- where do the weights come from?
-    start_step, best, wandb_id, new_params = 0, math.inf, None, set()
+    start_step, best, wandb_id, new_params, train_seconds = 0, math.inf, None, set(), 0.0
     ckpt_path = None
     if init.mode == "resume":
         ckpt_path = Path(init.path) if init.path else latest_checkpoint(run_dir)
@@ -144,6 +144,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         state = load_checkpoint(ckpt_path, info.device)
         model.load_state_dict(strip_wrappers(state["model"]))
         start_step, best = int(state["step"]), float(state["meta"].get("best_eval_loss", math.inf))
+        train_seconds = float(state["meta"].get("train_seconds", 0.0))
         wandb_id = state["meta"].get("wandb_run_id")
     elif init.mode == "from_checkpoint":
         if not init.path:
@@ -206,6 +207,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     )
     wandb_id = dist.broadcast_object(logger.run_id, info)
 
+    budget = t.time_budget_s
     seq_len = getattr(task, "seq_len", None) or getattr(raw_model, "max_len", 1)
     flops_per_token = raw_model.flops_per_sequence(seq_len) / seq_len
     tokens_per_step = t.batch_size * seq_len
@@ -221,7 +223,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         # under FSDP gathering the full state is a collective: every rank takes part, rank 0 writes
         model_state, optimizer_state = dist.full_state(raw_model, optimizer, fsdp=fsdp)
         if info.is_main:
-            meta.update(best_eval_loss=best, step=step)
+            meta.update(best_eval_loss=best, step=step, train_seconds=train_seconds)
             save_checkpoint(
                 run_dir,
                 step=step,
@@ -247,9 +249,14 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     timed_tokens, timed_seconds, train_loss = 0, 0.0, float("nan")
     wall_start = time.perf_counter()
     window_start, window_tokens = time.perf_counter(), 0
+    done = start_step
     for step in range(start_step, t.max_steps):
         _fault_injection(step)
-        lr = lr_at(step, lr=t.lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
+        if budget and train_seconds >= budget:
+            break
+        # with a time budget the schedule follows the fraction of the budget spent, not the step count
+        sched_step = step if not budget else int(train_seconds / budget * t.max_steps)
+        lr = lr_at(sched_step, lr=t.lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps, min_lr_ratio=t.min_lr_ratio)
         frozen = step < init.freeze_steps
         for group in optimizer.param_groups:
             group["lr"] = 0.0 if (frozen and not group["is_new"]) else lr
@@ -284,12 +291,15 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         if info.device.type == "cuda":
             torch.cuda.synchronize(info.device)
         done = step + 1
+        train_seconds += time.perf_counter() - step_start
+        # the budget is shared by all ranks: rank 0's clock decides, so every rank stops at the same step
+        final = done == t.max_steps or bool(budget and dist.broadcast_object(train_seconds, info) >= budget)
         if step - start_step >= t.throughput_skip_steps:
             timed_tokens += tokens_per_step
             timed_seconds += time.perf_counter() - step_start
         window_tokens += tokens_per_step
         bar.update(1)
-        if done % t.log_every == 0 or done == t.max_steps:
+        if done % t.log_every == 0 or final:
             elapsed = time.perf_counter() - window_start
             tps = window_tokens / max(elapsed, 1e-9)
             metrics = {"train/loss": train_loss, "train/lr": lr, "train/tokens_per_s": tps}
@@ -299,14 +309,16 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             logger.log(metrics, done)
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tps:,.0f}")
             window_start, window_tokens = time.perf_counter(), 0
-        if (t.eval_every and done % t.eval_every == 0) or done == t.max_steps:
+        if (t.eval_every and done % t.eval_every == 0) or final:
             last_eval = evaluate(model, task, "valid", t, info, autocast, shard=not fsdp)
             logger.log({f"eval/{k}": v for k, v in last_eval.items()}, done)
             if last_eval["loss"] < best:
                 best = last_eval["loss"]
                 checkpoint(done, name="best.pt")
-        if (t.checkpoint_every and done % t.checkpoint_every == 0) or done == t.max_steps:
+        if (t.checkpoint_every and done % t.checkpoint_every == 0) or final:
             checkpoint(done)
+        if final:
+            break
     bar.close()
 
     tokens_per_s = timed_tokens / timed_seconds if timed_seconds > 0 else None
@@ -315,9 +327,11 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         "model": model_name,
         "attention": att_name,
         "seed": seed,
-        "steps": t.max_steps,
+        "steps": done,
         "seq_len": seq_len,
-        "tokens_seen": t.max_steps * tokens_per_step,
+        "tokens_seen": done * tokens_per_step,
+        "train_seconds": train_seconds,
+        "time_budget_s": budget,
         "params": sum(p.numel() for p in raw_model.parameters()),
         "final_train_loss": train_loss,
         **{f"eval_{k}": v for k, v in last_eval.items()},

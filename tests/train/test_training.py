@@ -216,3 +216,12 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypat
     monkeypatch.setattr(torch, "save", real_save)
     assert latest_checkpoint(tmp_path) == good and load_checkpoint(good)["step"] == 4
     assert not list((tmp_path / "checkpoints").glob("*.tmp*"))  # no half-written file left behind
+
+
+def test_time_budget_stops_training_and_is_reported(tmp_path):
+    summary = train(compose([*SMOKE, f"run_dir={tmp_path}", "trainer.max_steps=100000", "trainer.time_budget_s=1.0",
+                             "trainer.eval_every=0"]))  # fmt: skip
+    assert 0 < summary["steps"] < 100000 and summary["train_seconds"] >= 1.0
+    assert summary["train_seconds"] < 1.0 + 5.0  # stops at the first step past the budget
+    assert math.isfinite(summary["eval_loss"])  # the final evaluation still runs
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == summary["steps"]
