@@ -57,7 +57,10 @@ table-wikitext103: install ## FLuRKA LM table: GPT with every causal variant (mi
 table-scfa: install ## SCFA table: hash / QK-drop sparse attention vs flash at long context
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
+table-uptrain: install ## FLuRKA up-training: full-attention GPT swapped to each FLuRKA / kernel method vs scratch
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
 clean: ## remove run folders (not results/)
 	rm -rf runs outputs multirun
 
-.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa
+.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain

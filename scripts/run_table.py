@@ -23,7 +23,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def rows_of(table: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / "experiment" / table).glob("*.yaml"))
+    """The table's rows; a row named "base" runs first (others may start from its checkpoint)."""
+    return sorted((p.stem for p in (CONF / "experiment" / table).glob("*.yaml")), key=lambda r: (r != "base", r))
 
 
 def main(argv: list[str] | None = None) -> Path | None:
@@ -31,21 +32,25 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("table", choices=sorted(TABLES))
     p.add_argument("--scale", default="smoke", choices=["smoke", "mini", "full"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--rows", nargs="*", help="a subset of rows (default: all)")
+    p.add_argument("--rows", help="a comma-separated subset of rows (default: all)")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--out", type=Path, help="default: results/<table> (smoke: runs/<table>-smoke-table)")
     p.add_argument("--gpus", type=int, default=8, help="full scale: processes per torchrun command")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
     args = p.parse_intermixed_args(argv)
     spec = TABLES[args.table]
-    rows = args.rows or rows_of(args.table)
+    rows = args.rows.split(",") if args.rows else rows_of(args.table)
+    unknown = set(rows) - set(rows_of(args.table))
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)} for {args.table}; rows: {', '.join(rows_of(args.table))}")
     group = f"{args.table}-{args.scale}"
     common = [*spec.overrides.get(args.scale, []), f"group={group}", f"runs_root={args.runs_root}", *args.overrides]
     if args.scale == "full":
         for row in rows:
             for seed in args.seeds:
                 launcher = ["torchrun", f"--nproc_per_node={args.gpus}", "scripts/train.py"]
-                cmd = [*launcher, f"experiment={args.table}/{row}", *common, f"seed={seed}"]
+                extra = spec.row_overrides(row, args.scale) if spec.row_overrides else []
+                cmd = [*launcher, f"experiment={args.table}/{row}", *common, *extra, f"seed={seed}"]
                 print(" ".join(shlex.quote(c) for c in cmd))
         return None
     shutil.rmtree(Path(args.runs_root) / group, ignore_errors=True)  # a table is rebuilt from fresh runs
@@ -53,7 +58,9 @@ def main(argv: list[str] | None = None) -> Path | None:
         for row in rows:
             for seed in args.seeds:
                 print(f"[{args.table}] {row} seed {seed} ({args.scale})", flush=True)
-                train(compose("train", overrides=[f"experiment={args.table}/{row}", *common, f"seed={seed}"]))
+                extra = spec.row_overrides(row, args.scale) if spec.row_overrides else []
+                overrides = [f"experiment={args.table}/{row}", *common, *extra, f"seed={seed}"]
+                train(compose("train", overrides=overrides))
     summaries = collect_runs(args.runs_root, group)
     table_rows = aggregate(summaries, spec.metrics)
     notes = [f"Scale: {args.scale}; data: {spec.dataset.get(args.scale, '?')}; seeds: {args.seeds}."]

@@ -22,6 +22,7 @@ class TableSpec:
     overrides: dict[str, list[str]] = field(default_factory=dict)  # scale -> Hydra overrides for every row
     paper: dict[str, dict[str, float]] | None = None
     claims: Callable[[Rows], str] | None = None
+    row_overrides: Callable[[str, str], list[str]] | None = None  # (row, scale) -> overrides for that row
 
 
 def _by_name(rows: Rows) -> dict[str, dict[str, Any]]:
@@ -64,6 +65,31 @@ def scfa_speed_and_quality(rows: Rows) -> str:
     return "\n".join(lines)
 
 
+def uptrain_vs_scratch(rows: Rows) -> str:
+    r = _by_name(rows)
+    lines = ["FLuRKA claims up-training a trained model recovers quality in a fraction of the steps. Perplexity:"]
+    if "base" in r and "eval_ppl" in r["base"]:
+        lines.append(f"- base (full attention, 100% of the steps): {r['base']['eval_ppl']:.2f}")
+    for name in sorted(n for n in r if "-up" in n):
+        scratch = r.get(name.replace("-up", "-scratch"))
+        if scratch and "eval_ppl" in r[name] and "eval_ppl" in scratch:
+            a, b = r[name]["eval_ppl"], scratch["eval_ppl"]
+            lines.append(f"- {name}: {a:.2f} vs from scratch {b:.2f} ({(a - b) / b * 100:+.1f}%)")
+    return "\n".join(lines)
+
+
+BASE_STEPS = {"smoke": 20, "mini": 1200, "full": 50000}
+
+
+def uptrain_steps(row: str, scale: str) -> list[str]:
+    """The base trains for the scale's steps; '-up10'/'-scratch10' rows for 10% of them, '25' rows for 25%."""
+    steps = BASE_STEPS[scale]
+    for frac in (10, 25):
+        if row.endswith(f"up{frac}") or row.endswith(f"scratch{frac}"):
+            steps = max(1, steps * frac // 100)
+    return [f"trainer.max_steps={steps}", f"trainer.warmup_steps={max(1, steps // 20)}"]
+
+
 SMOKE = ["scale=smoke", "logger=none", "trainer.progress=false"]
 
 TABLES: dict[str, TableSpec] = {
@@ -92,5 +118,17 @@ TABLES: dict[str, TableSpec] = {
             "full": ["scale=full", "task.seq_len=8192"],
         },
         claims=scfa_speed_and_quality,
+    ),
+    "table-uptrain": TableSpec(
+        title="Up-training: a trained full-attention GPT swapped to FLuRKA / its kernel method vs from scratch",
+        metrics=["eval_ppl", "tokens_per_s"],
+        dataset={"smoke": "WikiText-2 (test fixture cut)", "mini": "WikiText-2", "full": "WikiText-103"},
+        overrides={
+            "smoke": [*SMOKE, "task.vocab_size=300"],
+            "mini": ["scale=mini", "task.seq_len=512", "trainer.batch_size=32"],
+            "full": ["scale=full", "task.corpus=wikitext-103"],
+        },
+        claims=uptrain_vs_scratch,
+        row_overrides=uptrain_steps,
     ),
 }
