@@ -60,7 +60,10 @@ table-scfa: install ## SCFA table: hash / QK-drop sparse attention vs flash at l
 table-uptrain: install ## FLuRKA up-training: full-attention GPT swapped to each FLuRKA / kernel method vs scratch
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
+table-time-budget: install ## FLuRKA v1: perplexity reached by full/flash/FLuRKA under one wall-clock budget
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
 clean: ## remove run folders (not results/)
 	rm -rf runs outputs multirun
 
-.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain
+.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain table-time-budget
