@@ -17,6 +17,10 @@ def main(argv: list[str]) -> None:
     if not argv or argv[0] not in SUITES:
         raise SystemExit(f"usage: python scripts/bench.py {{{','.join(SUITES)}}} [options]")
     importlib.import_module(f"flurka.bench.{argv[0]}").main(argv[1:])
+    if not any(a.startswith("--out") or a == "--dry-run" for a in argv):
+        from flurka.results.index import write_index
+
+        write_index()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from flurka.results.index import write_index
 from flurka.results.paper_tables import TABLES
 from flurka.results.tables import aggregate, collect_runs, write_table
 from flurka.train.loop import train
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     write_table(
         out, table_rows, spec.metrics, title=spec.title, notes="\n\n".join(notes), paper=spec.paper, command=cmd
     )
+    if args.scale == "mini" and args.out is None:
+        write_index()  # results/README.md
     print((out / "table.md").read_text())
     return out
 

@@ -1,0 +1,43 @@
+"""results/README.md: an index of every table and figure — command, status, date, commit — regenerated from
+the results files themselves whenever a script writes one (never edited by hand)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SPEED = {
+    "flash": "make bench-flash",
+    "scfa": "make fig-scfa-runtime",
+    "lightning": "make fig-lightning",
+    "flurka": "make fig-flurka-seqlen",
+}
+
+
+def write_index(results_root: str | Path = "results") -> Path:
+    from flurka.results.paper_tables import TABLES
+
+    root = Path(results_root)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Results index",
+        "",
+        "Written by the project's scripts (`flurka/results/index.py`); every file below carries its provenance.",
+        "",
+        "| result | command | status | date | commit | GPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    entries = [(t, f"make {t} SCALE=mini", root / t / "results.json") for t in TABLES]
+    entries += [(f"speed/{s}", cmd, root / "speed" / f"{s}.json") for s, cmd in SPEED.items()]
+    for name, cmd, path in entries:
+        if path.exists():
+            prov = json.loads(path.read_text())["provenance"]
+            status = "mini done; full not run" if not name.startswith("speed/") else "measured"
+            lines.append(
+                f"| {name} | `{cmd}` | {status} | {prov['date'][:10]} | `{prov['commit'][:12]}` | {prov['gpu']} |"
+            )
+        else:
+            lines.append(f"| {name} | `{cmd}` | not run yet | | | |")
+    out = root / "README.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
