@@ -1,0 +1,158 @@
+"""Speed of our FlashAttention kernel vs PyTorch SDPA (flash backend) and the naive reference path.
+
+bf16, B*N = 16k tokens, H = 16, D in {64, 128}, N = 512 ... 16k, causal and not, fwd and fwd_bwd. Writes
+`results/speed/flash.json` (DESIGN.md row schema) and `flash.png` beside it. `--quick` runs a short sweep.
+Run as `python scripts/bench.py flash [...]` or `python -m flurka.bench.flash [...]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from flurka.bench.timing import attention_tflops, bench_ms, fwd_bwd_fn
+
+TOKENS = 16384
+H = 16
+
+
+def _sdpa_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
+        )
+    return o.transpose(1, 2)
+
+
+def _impls(causal: bool) -> dict:
+    from flurka.ops.flash import attention_reference, flash_attention
+
+    return {
+        "triton": lambda q, k, v: flash_attention(q, k, v, causal=causal, backend="triton"),
+        "sdpa": lambda q, k, v: _sdpa_flash(q, k, v, causal),
+        "torch": lambda q, k, v: attention_reference(q, k, v, causal=causal),
+    }
+
+
+def _runner(fn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, mode: str):
+    """The timed closure; inputs are built by the caller, outside the timed region."""
+    if mode == "fwd":
+
+        def run() -> None:
+            with torch.no_grad():
+                fn(q, k, v)
+
+        return run
+    step = fwd_bwd_fn(lambda: fn(q, k, v), do)
+
+    def run_bwd() -> None:
+        step()
+        q.grad = k.grad = v.grad = None
+
+    return run_bwd
+
+
+def _row(impl: str, mode: str, B: int, N: int, D: int, causal: bool, ms: float) -> dict:
+    tf = attention_tflops(ms, B=B, H=H, Nq=N, Nk=N, D=D, causal=causal, mode=mode)
+    print(f"N={N:6d} D={D:3d} causal={causal!s:5} {mode:7s} {impl:6s} {ms:9.3f} ms {tf:7.1f} TFLOP/s", flush=True)
+    return {
+        "variant": "flash", "impl": impl, "mode": mode, "B": B, "N": N, "H": H, "D": D, "dtype": "bf16",
+        "causal": causal, "ms": round(ms, 4), "tflops": round(tf, 2),
+    }  # fmt: skip
+
+
+def measure(N: int, D: int, causal: bool, impls: list[str], modes: list[str], warmup: int, rep: int) -> list[dict]:
+    B = max(1, TOKENS // N)
+    rows = []
+    fns = _impls(causal)
+    mem = torch.cuda.get_device_properties(0).total_memory
+    for impl in impls:
+        # the naive path materialises B*H*N^2 fp32 scores (and softmax, grads): skip sizes that cannot fit
+        if impl == "torch" and B * H * N * N * 4 * 4 > 0.5 * mem:
+            continue
+        q, k, v = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        do = torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16)
+        for mode in modes:
+            try:
+                ms = bench_ms(_runner(fns[impl], q, k, v, do, mode), warmup_ms=warmup, rep_ms=rep)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                continue
+            rows.append(_row(impl, mode, B, N, D, causal, ms))
+        del q, k, v, do
+        torch.cuda.empty_cache()
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    combos = sorted({(r["D"], r["causal"]) for r in rows})
+    modes = ["fwd", "fwd_bwd"]
+    fig, axes = plt.subplots(len(modes), max(1, len(combos)), figsize=(4 * max(1, len(combos)), 7), squeeze=False)
+    for j, (D, causal) in enumerate(combos):
+        for i, mode in enumerate(modes):
+            ax = axes[i][j]
+            for impl, style in (("triton", "o-"), ("sdpa", "s--"), ("torch", "x:")):
+                pts = sorted((r["N"], r["tflops"]) for r in rows
+                             if (r["D"], r["causal"], r["mode"], r["impl"]) == (D, causal, mode, impl))  # fmt: skip
+                if pts:
+                    ax.plot(*zip(*pts), style, label={"triton": "ours (Triton)", "sdpa": "SDPA flash",
+                                                      "torch": "naive"}[impl])  # fmt: skip
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{mode}, D={D}, {'causal' if causal else 'non-causal'}", fontsize=9)
+            ax.set_xlabel("N (B·N = 16k)")
+            ax.set_ylabel("TFLOP/s")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short sweep (N in {1k, 4k, 16k}, fewer repeats)")
+    ap.add_argument("--out", default="results/speed/flash.json")
+    ap.add_argument("--impls", default="triton,sdpa,torch")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("flash benchmark: needs a CUDA GPU")
+    from flurka.results.provenance import write_results
+
+    t0 = time.time()
+    Ns = [1024, 4096, 16384] if args.quick else [512 * 2**i for i in range(6)]
+    warmup, rep = (10, 40) if args.quick else (25, 100)
+    impls = args.impls.split(",")
+    rows: list[dict] = []
+    for D in (64, 128):
+        for causal in (False, True):
+            for N in Ns:
+                rows += measure(N, D, causal, impls, ["fwd", "fwd_bwd"], warmup, rep)
+    out = write_results(args.out, rows)
+    plot(rows, out.with_suffix(".png"))
+    for D in (64, 128):
+        for causal in (False, True):
+            for mode in ("fwd", "fwd_bwd"):
+                sel = [x for x in rows if (x["D"], x["causal"], x["mode"]) == (D, causal, mode)]
+                r = {(x["impl"], x["N"]): x["tflops"] for x in sel}
+                ratios = [
+                    r["triton", n] / r["sdpa", n] for n in Ns if n >= 2048 and {("sdpa", n), ("triton", n)} <= r.keys()
+                ]
+                if ratios:
+                    print(f"D={D} causal={causal} {mode}: ours/SDPA throughput for N>=2k: min {min(ratios):.2f} "
+                          f"geomean {math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}")  # fmt: skip
+    print(f"wrote {out} and {out.with_suffix('.png')} in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,492 @@
+"""Triton kernels shared by FlashAttention and SCFA: forward, delta preprocess, dK/dV, dQ.
+
+One kernel family, two masking modes chosen at compile time:
+
+- dense (`SPARSE=False`, FlashAttention): key j is visible to query i iff j < Nk, the key is not padding, and,
+  when causal, j <= i + (Nk - Nq) (bottom-right alignment). Blocks that are entirely visible run an unmasked
+  loop (the FA-2 off-diagonal / diagonal split); only the diagonal band and the ragged tail pay for masks.
+- sparse (`SPARSE=True`, SCFA): rows were sorted on the host so that the keys visible to sorted query i form one
+  contiguous range [ks[i], ke[i]) of sorted keys (same bucket and original position <= the query's). The mask is
+  two integer compares; per-block loop bounds are the min/max of those ranges over the block, which is where the
+  block skipping comes from (see flurka/ops/scfa/ops.py for how the ranges follow from positions and buckets).
+
+Numerics: fp32 accumulation everywhere; softmax in base 2 with scale·log2(e) folded into one multiply; only the
+log-sum-exp (base 2, scaled units) is stored for the backward. A row that sees no key keeps m = -inf and l = 0:
+the running max is replaced by 0 before subtracting so no `-inf - -inf` NaN appears, the output is written as 0
+and its LSE as +inf, which makes every recomputed probability in the backward exactly 0 (zero gradients).
+Head dims that are not powers of two are padded to BLOCK_D with masked loads (padded lanes load 0).
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# autotune configurations
+# ----------------------------------------------------------------------------------------------------------------
+def _configs(kind: str) -> list[triton.Config]:
+    """Block sizes per kernel. The interpreter gets one tiny config (nothing to tune on a CPU, and small blocks keep
+    tests fast and make N=17/33/70 span several blocks). `FLURKA_FLASH_TUNE=full` exposes the whole Hopper grid
+    (BM {64,128} x BN {32,64,128} x warps {4,8} x stages {2,3,4}) for tuning runs; `first` keeps only the first
+    default config (many-shape correctness runs). The default lists are the winners of that sweep on an H100
+    (see NOTES.md)."""
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    mode = os.environ.get("FLURKA_FLASH_TUNE", "")
+    if mode == "full":
+        return [
+            triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm in (64, 128)
+            for bn in (32, 64, 128)
+            for w in (4, 8)
+            for s in (2, 3, 4)
+            if not (w == 8 and bm * bn < 128 * 128 and bm < 128)
+        ]
+    table = {
+        "fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3), (64, 32, 4, 4)],
+        "dkdv": [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 2)],
+        "dq": [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)],
+    }[kind]
+    if mode == "first":  # correctness runs over many shapes: no tuning time
+        table = table[:1]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in table]
+
+
+def _prune_for(kind: str):
+    def prune(configs, named_args, **kwargs):
+        return _prune(kind, configs, named_args, **kwargs)
+
+    return prune
+
+
+def _prune(kind, configs, named_args, **kwargs):
+    """Wide heads (D > 128 pads BLOCK_D to 256 or 512) replace the list with small single-stage tiles.
+
+    Shared memory grows with rows x BLOCK_D: a 32x32 dK/dV tile at BLOCK_D=512 asked for 394 KB on an H100
+    (limit 227 KB). Several decreasing candidates are returned on purpose: the autotuner skips the ones that
+    fail to fit (OutOfResources) instead of failing the call, which a single config would do.
+    """
+    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 64))
+    if INTERPRET or bd < 256:
+        return configs
+    if kind == "fwd":
+        tiles = [(64, 64), (64, 32), (32, 32), (16, 16)] if bd == 256 else [(32, 32), (32, 16), (16, 16)]
+    else:
+        tiles = [(32, 32), (32, 16), (16, 16)] if bd == 256 else [(16, 16)]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=1) for bm, bn in tiles for w in (4, 2)
+    ]
+
+
+_KEY = ["HEAD_DIM", "CAUSAL", "SPARSE", "HAS_PAD", "PREC", "SEQ_BUCKET"]
+_NOSPEC = ["Nq", "Nk", "SEQ_BUCKET"]
+
+
+@triton.jit
+def _load_tile(ptrs, rows, n_rows, dmask, ROW_MASK: tl.constexpr, EVEN_D: tl.constexpr):
+    """Load a [rows, BLOCK_D] tile; masks only where needed (unmasked loads vectorize and pipeline best)."""
+    if ROW_MASK:
+        if EVEN_D:
+            x = tl.load(ptrs, mask=(rows < n_rows)[:, None], other=0.0)
+        else:
+            x = tl.load(ptrs, mask=(rows < n_rows)[:, None] & dmask, other=0.0)
+    else:
+        if EVEN_D:
+            x = tl.load(ptrs)
+        else:
+            x = tl.load(ptrs, mask=dmask, other=0.0)
+    return x
+
+
+@triton.jit
+def _rows(P_row, offs, n, SPARSE: tl.constexpr):
+    """Row indices into the caller's [B, N, H, D] tensors: the block's own offsets (dense), or, in sparse mode,
+    the original positions of the sorted rows (the SCFA gather/scatter fused into the loads and stores)."""
+    if SPARSE:
+        r = tl.load(P_row + offs, mask=offs < n, other=0)
+    else:
+        r = offs
+    return r
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# forward
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_inner(
+    acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, pad_base, ks, ke, PK_row,
+    offs_m, offs_d, lo, hi, Nk, causal_off, qk_scale,
+    BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    MASKED: tl.constexpr, CAUSAL: tl.constexpr, SPARSE: tl.constexpr, HAS_PAD: tl.constexpr, PREC: tl.constexpr,
+    EVEN_D: tl.constexpr,
+):  # fmt: skip
+    offs_n0 = tl.arange(0, BLOCK_N)
+    dmask = offs_d[None, :] < HEAD_DIM
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        krows = _rows(PK_row, offs_n, Nk, SPARSE)
+        k = _load_tile(k_base + krows[:, None] * stride_kn + offs_d[None, :], offs_n, Nk, dmask, MASKED, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        if MASKED:
+            if SPARSE:
+                valid = (offs_n[None, :] >= ks[:, None]) & (offs_n[None, :] < ke[:, None])
+            else:
+                valid = offs_n[None, :] < Nk
+                if CAUSAL:
+                    valid = valid & (offs_n[None, :] <= offs_m[:, None] + causal_off)
+            if HAS_PAD:
+                keep = tl.load(pad_base + offs_n, mask=offs_n < Nk, other=0) != 0
+                valid = valid & keep[None, :]
+            qk = tl.where(valid, qk, float("-inf"))
+        elif HAS_PAD:
+            keep = tl.load(pad_base + offs_n) != 0
+            qk = tl.where(keep[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        # a row with nothing visible so far has m_new = -inf; subtract 0 instead to avoid -inf - -inf = NaN
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(qk - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_tile(v_base + krows[:, None] * stride_vn + offs_d[None, :], offs_n, Nk, dmask, MASKED, EVEN_D)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.autotune(configs=_configs("fwd"), key=_KEY, prune_configs_by={"early_config_prune": _prune_for("fwd")})
+@triton.jit(do_not_specialize=_NOSPEC)
+def _fwd_kernel(
+    Q, K, V, O, LSE, PAD, KS, KE, PQ, PK,
+    sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sob, son, soh,
+    H, Nq, Nk, qk_scale, SEQ_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SPARSE: tl.constexpr,
+    HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    if CAUSAL:
+        # heaviest (last) query blocks first: better tail balance for the triangular workload
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    b = pid_bh // H
+    h = pid_bh % H
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < Nq
+    rows_q = _rows(PQ + pid_bh * Nq, offs_m, Nq, SPARSE)
+    PK_row = PK + pid_bh * Nk
+    q_ptrs = Q + b * sqb + h * sqh + rows_q[:, None] * sqn + offs_d[None, :]
+    dmask = offs_d[None, :] < HEAD_DIM
+    q = _load_tile(q_ptrs, offs_m, Nq, dmask, True, EVEN_D)
+    k_base = K + b * skb + h * skh
+    v_base = V + b * svb + h * svh
+    pad_base = PAD + b * Nk
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    causal_off = Nk - Nq
+
+    if SPARSE:
+        ks = tl.load(KS + pid_bh * Nq + offs_m, mask=row_ok, other=0)
+        ke = tl.load(KE + pid_bh * Nq + offs_m, mask=row_ok, other=0)
+        nonempty = ke > ks
+        lo = tl.min(tl.where(nonempty, ks, Nk), 0)
+        hi = tl.max(tl.where(nonempty, ke, 0), 0)
+        acc, m_i, l_i = _fwd_inner(
+            acc, m_i, l_i, q, k_base, v_base, skn, svn, pad_base, ks, ke, PK_row, offs_m, offs_d, lo, hi, Nk,
+            causal_off,
+            qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+    else:
+        if CAUSAL:
+            # keys < start_m + off + 1 are visible to every row of the block; the band after needs the mask
+            full_hi = (tl.minimum(tl.maximum(start_m + causal_off + 1, 0), Nk) // BLOCK_N) * BLOCK_N
+            hi = tl.minimum(tl.maximum(start_m + BLOCK_M + causal_off, 0), Nk)
+        else:
+            full_hi = (Nk // BLOCK_N) * BLOCK_N
+            hi = Nk
+        acc, m_i, l_i = _fwd_inner(
+            acc, m_i, l_i, q, k_base, v_base, skn, svn, pad_base, m_i, m_i, PK_row, offs_m, offs_d, 0, full_hi, Nk,
+            causal_off, qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+        acc, m_i, l_i = _fwd_inner(
+            acc, m_i, l_i, q, k_base, v_base, skn, svn, pad_base, m_i, m_i, PK_row, offs_m, offs_d, full_hi, hi, Nk,
+            causal_off, qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+
+    has_key = l_i > 0.0
+    l_safe = tl.where(has_key, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    lse = tl.where(has_key, m_i + tl.math.log2(l_safe), float("inf"))
+    tl.store(LSE + pid_bh * Nq + offs_m, lse, mask=row_ok)
+    o_ptrs = O + b * sob + h * soh + rows_q[:, None] * son + offs_d[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# backward: delta = rowsum(dO * O)
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit(do_not_specialize=["Nq"])
+def _bwd_delta_kernel(
+    O, DO, DELTA, PQ, sob, son, soh, sdb, sdn, sdh, H, Nq,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, SPARSE: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m[:, None] < Nq) & (offs_d[None, :] < HEAD_DIM)
+    rows = _rows(PQ + pid_bh * Nq, offs_m, Nq, SPARSE)
+    o = tl.load(O + b * sob + h * soh + rows[:, None] * son + offs_d[None, :], mask=mask, other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sdn + offs_d[None, :], mask=mask, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + pid_bh * Nq + offs_m, delta, mask=offs_m < Nq)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# backward: dK, dV for one key block (loop over query blocks); no atomics
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _dkdv_inner(
+    dk, dv, k, v, q_base, do_base, stride_qn, stride_don, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
+    offs_n, offs_d, lo, hi, Nq, causal_off, qk_scale,
+    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+    SPARSE: tl.constexpr, HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr,
+):  # fmt: skip
+    offs_m0 = tl.arange(0, BLOCK_M)
+    dmask = offs_d[None, :] < HEAD_DIM
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + offs_m0
+        if MASKED:
+            row_ok = offs_m < Nq
+            lse = tl.load(LSE_row + offs_m, mask=row_ok, other=float("inf"))
+        else:
+            lse = tl.load(LSE_row + offs_m)
+        qrows = _rows(PQ_row, offs_m, Nq, SPARSE)
+        q = _load_tile(q_base + qrows[:, None] * stride_qn + offs_d[None, :], offs_m, Nq, dmask, MASKED, EVEN_D)
+        qkT = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
+        pT = tl.math.exp2(qkT - lse[None, :])
+        if MASKED:
+            if SPARSE:
+                ks = tl.load(KS_row + offs_m, mask=row_ok, other=0)
+                ke = tl.load(KE_row + offs_m, mask=row_ok, other=0)
+                valid = (offs_n[:, None] >= ks[None, :]) & (offs_n[:, None] < ke[None, :])
+            else:
+                valid = row_ok[None, :]
+                if CAUSAL:
+                    valid = valid & (offs_n[:, None] <= offs_m[None, :] + causal_off)
+            if HAS_PAD:
+                valid = valid & keep_k[:, None]
+            pT = tl.where(valid, pT, 0.0)
+        elif HAS_PAD:
+            pT = tl.where(keep_k[:, None], pT, 0.0)
+        do = _load_tile(do_base + qrows[:, None] * stride_don + offs_d[None, :], offs_m, Nq, dmask, MASKED, EVEN_D)
+        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=PREC)
+        if MASKED:
+            delta = tl.load(DELTA_row + offs_m, mask=row_ok, other=0.0)
+        else:
+            delta = tl.load(DELTA_row + offs_m)
+        dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=PREC)
+    return dk, dv
+
+
+@triton.autotune(configs=_configs("dkdv"), key=_KEY, prune_configs_by={"early_config_prune": _prune_for("dkdv")})
+@triton.jit(do_not_specialize=_NOSPEC)
+def _bwd_dkdv_kernel(
+    Q, K, V, DO, DK, DV, LSE, DELTA, PAD, KS, KE, QS, QE, PQ, PK,
+    sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sdob, sdon, sdoh, sdkb, sdkn, sdkh, sdvb, sdvn, sdvh,
+    H, Nq, Nk, qk_scale, sm_scale, SEQ_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SPARSE: tl.constexpr,
+    HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    start_n = pid_n * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    col_ok = offs_n < Nk
+    kvmask = col_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+    dmask = offs_d[None, :] < HEAD_DIM
+    rows_k = _rows(PK + pid_bh * Nk, offs_n, Nk, SPARSE)
+    PQ_row = PQ + pid_bh * Nq
+    k = _load_tile(K + b * skb + h * skh + rows_k[:, None] * skn + offs_d[None, :], offs_n, Nk, dmask, True, EVEN_D)
+    v = _load_tile(V + b * svb + h * svh + rows_k[:, None] * svn + offs_d[None, :], offs_n, Nk, dmask, True, EVEN_D)
+    if HAS_PAD:
+        keep_k = tl.load(PAD + b * Nk + offs_n, mask=col_ok, other=0) != 0
+    else:
+        keep_k = col_ok
+    q_base = Q + b * sqb + h * sqh
+    do_base = DO + b * sdob + h * sdoh
+    LSE_row = LSE + pid_bh * Nq
+    DELTA_row = DELTA + pid_bh * Nq
+    KS_row = KS + pid_bh * Nq
+    KE_row = KE + pid_bh * Nq
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    causal_off = Nk - Nq
+
+    if SPARSE:
+        qs = tl.load(QS + pid_bh * Nk + offs_n, mask=col_ok, other=0)
+        qe = tl.load(QE + pid_bh * Nk + offs_n, mask=col_ok, other=0)
+        nonempty = qe > qs
+        lo = tl.min(tl.where(nonempty, qs, Nq), 0)
+        hi = tl.max(tl.where(nonempty, qe, 0), 0)
+        dk, dv = _dkdv_inner(
+            dk, dv, k, v, q_base, do_base, sqn, sdon, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
+            offs_n, offs_d,
+            lo, hi, Nq, causal_off, qk_scale, BLOCK_M, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+    else:
+        full_end = (Nq // BLOCK_M) * BLOCK_M
+        if CAUSAL:
+            # queries i >= start_n - off see some key of this block; i >= start_n + BLOCK_N - 1 - off see all of them
+            lo = (tl.maximum(start_n - causal_off, 0) // BLOCK_M) * BLOCK_M
+            mid = tl.cdiv(tl.maximum(start_n + BLOCK_N - causal_off, 0), BLOCK_M) * BLOCK_M
+            mid = tl.maximum(tl.minimum(mid, tl.cdiv(Nq, BLOCK_M) * BLOCK_M), lo)
+        else:
+            lo = 0
+            mid = 0
+        tail = tl.maximum(mid, full_end)
+        dk, dv = _dkdv_inner(
+            dk, dv, k, v, q_base, do_base, sqn, sdon, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
+            offs_n, offs_d,
+            lo, mid, Nq, causal_off, qk_scale, BLOCK_M, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+        dk, dv = _dkdv_inner(
+            dk, dv, k, v, q_base, do_base, sqn, sdon, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
+            offs_n, offs_d,
+            mid, tail, Nq, causal_off, qk_scale, BLOCK_M, HEAD_DIM, False, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+        dk, dv = _dkdv_inner(
+            dk, dv, k, v, q_base, do_base, sqn, sdon, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
+            offs_n, offs_d,
+            tail, Nq, Nq, causal_off, qk_scale, BLOCK_M, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+
+    dk = dk * sm_scale
+    tl.store(
+        DK + b * sdkb + h * sdkh + rows_k[:, None] * sdkn + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kvmask
+    )
+    tl.store(
+        DV + b * sdvb + h * sdvh + rows_k[:, None] * sdvn + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kvmask
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# backward: dQ for one query block (loop over key blocks, as the forward); no atomics
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _dq_inner(
+    dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, pad_base, ks, ke, PK_row,
+    offs_m, offs_d, lo, hi, Nk, causal_off, qk_scale,
+    BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+    SPARSE: tl.constexpr, HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr,
+):  # fmt: skip
+    offs_n0 = tl.arange(0, BLOCK_N)
+    dmask = offs_d[None, :] < HEAD_DIM
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        krows = _rows(PK_row, offs_n, Nk, SPARSE)
+        k = _load_tile(k_base + krows[:, None] * stride_kn + offs_d[None, :], offs_n, Nk, dmask, MASKED, EVEN_D)
+        v = _load_tile(v_base + krows[:, None] * stride_vn + offs_d[None, :], offs_n, Nk, dmask, MASKED, EVEN_D)
+        qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
+        p = tl.math.exp2(qk - lse[:, None])
+        if MASKED:
+            if SPARSE:
+                valid = (offs_n[None, :] >= ks[:, None]) & (offs_n[None, :] < ke[:, None])
+            else:
+                valid = offs_n[None, :] < Nk
+                if CAUSAL:
+                    valid = valid & (offs_n[None, :] <= offs_m[:, None] + causal_off)
+            if HAS_PAD:
+                keep = tl.load(pad_base + offs_n, mask=offs_n < Nk, other=0) != 0
+                valid = valid & keep[None, :]
+            p = tl.where(valid, p, 0.0)
+        elif HAS_PAD:
+            keep = tl.load(pad_base + offs_n) != 0
+            p = tl.where(keep[None, :], p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PREC)
+    return dq
+
+
+@triton.autotune(configs=_configs("dq"), key=_KEY, prune_configs_by={"early_config_prune": _prune_for("dq")})
+@triton.jit(do_not_specialize=_NOSPEC)
+def _bwd_dq_kernel(
+    Q, K, V, DO, DQ, LSE, DELTA, PAD, KS, KE, PQ, PK,
+    sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sdob, sdon, sdoh, sdqb, sdqn, sdqh,
+    H, Nq, Nk, qk_scale, sm_scale, SEQ_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SPARSE: tl.constexpr,
+    HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    if CAUSAL:
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    b = pid_bh // H
+    h = pid_bh % H
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < Nq
+    qmask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+    dmask = offs_d[None, :] < HEAD_DIM
+    rows_q = _rows(PQ + pid_bh * Nq, offs_m, Nq, SPARSE)
+    PK_row = PK + pid_bh * Nk
+    q = _load_tile(Q + b * sqb + h * sqh + rows_q[:, None] * sqn + offs_d[None, :], offs_m, Nq, dmask, True, EVEN_D)
+    do_ptrs = DO + b * sdob + h * sdoh + rows_q[:, None] * sdon + offs_d[None, :]
+    do = _load_tile(do_ptrs, offs_m, Nq, dmask, True, EVEN_D)
+    lse = tl.load(LSE + pid_bh * Nq + offs_m, mask=row_ok, other=float("inf"))
+    delta = tl.load(DELTA + pid_bh * Nq + offs_m, mask=row_ok, other=0.0)
+    k_base = K + b * skb + h * skh
+    v_base = V + b * svb + h * svh
+    pad_base = PAD + b * Nk
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    causal_off = Nk - Nq
+
+    if SPARSE:
+        ks = tl.load(KS + pid_bh * Nq + offs_m, mask=row_ok, other=0)
+        ke = tl.load(KE + pid_bh * Nq + offs_m, mask=row_ok, other=0)
+        nonempty = ke > ks
+        lo = tl.min(tl.where(nonempty, ks, Nk), 0)
+        hi = tl.max(tl.where(nonempty, ke, 0), 0)
+        dq = _dq_inner(
+            dq, q, do, lse, delta, k_base, v_base, skn, svn, pad_base, ks, ke, PK_row, offs_m, offs_d, lo, hi, Nk,
+            causal_off, qk_scale, BLOCK_N, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+    else:
+        if CAUSAL:
+            full_hi = (tl.minimum(tl.maximum(start_m + causal_off + 1, 0), Nk) // BLOCK_N) * BLOCK_N
+            hi = tl.minimum(tl.maximum(start_m + BLOCK_M + causal_off, 0), Nk)
+        else:
+            full_hi = (Nk // BLOCK_N) * BLOCK_N
+            hi = Nk
+        dq = _dq_inner(
+            dq, q, do, lse, delta, k_base, v_base, skn, svn, pad_base, lse, lse, PK_row, offs_m, offs_d, 0, full_hi, Nk,
+            causal_off, qk_scale, BLOCK_N, HEAD_DIM, False, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+        dq = _dq_inner(
+            dq, q, do, lse, delta, k_base, v_base, skn, svn, pad_base, lse, lse, PK_row, offs_m, offs_d,
+            full_hi, hi, Nk,
+            causal_off, qk_scale, BLOCK_N, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+        )  # fmt: skip
+
+    dq = dq * sm_scale
+    tl.store(
+        DQ + b * sdqb + h * sdqh + rows_q[:, None] * sdqn + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qmask
+    )

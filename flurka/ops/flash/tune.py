@@ -1,0 +1,92 @@
+"""Developer tool (GPU): time every block-size config of each kernel at a few shapes and print a ranking.
+
+`python -m flurka.ops.flash.tune [--budget-s 200]`. Each config is forced by giving the autotuner a one-element
+config list, so the timed code is exactly the production launch path. Not a test and not a benchmark result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import torch
+import triton
+
+from flurka.bench.timing import bench_ms
+from flurka.ops.flash import _kernels as K
+from flurka.ops.flash import core
+
+GRID = [
+    (bm, bn, w, s)
+    for bm, bn, w, s in itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4))
+    if not (w == 8 and bm < 128 and bm * bn < 128 * 128)
+]
+
+
+def _force(kernel, cfg) -> None:
+    bm, bn, w, s = cfg
+    kernel.configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)]
+    kernel.cache = {}
+
+
+KERNELS = ("_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel")
+
+
+def sweep(
+    B: int, N: int, H: int, D: int, causal: bool, configs: list, budget_s: float, kernels: tuple = KERNELS
+) -> dict[str, list]:
+    q, k, v, do = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    scale = D**-0.5
+    defaults = {name: list(getattr(K, name).configs) for name in ("_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel")}
+    o, lse = core._forward(q, k, v, causal, scale, None, None)
+    out: dict[str, list] = {}
+    fixed = {"_fwd_kernel": (128, 64, 8, 3), "_bwd_dkdv_kernel": (64, 128, 8, 3), "_bwd_dq_kernel": (128, 64, 8, 3)}
+    for name in kernels:
+        deadline = time.time() + budget_s / len(kernels)
+        for other, cfg in fixed.items():
+            _force(getattr(K, other), cfg)
+        rows = []
+        for cfg in configs:
+            if time.time() > deadline:
+                break
+            _force(getattr(K, name), cfg)
+            try:
+                if name == "_fwd_kernel":
+                    ms = bench_ms(lambda: core._forward(q, k, v, causal, scale, None, None))
+                else:
+                    ms = bench_ms(lambda: core._backward(do, q, k, v, o, lse, causal, scale, None, None))
+            except Exception as e:  # out of shared memory etc.: report and go on
+                print(f"  {name} {cfg}: failed {type(e).__name__}")
+                continue
+            rows.append((ms, cfg))
+        rows.sort()
+        out[name] = rows
+        print(f"B={B} N={N} H={H} D={D} causal={causal} {name} ({len(rows)} timed): "
+              + ", ".join(f"{c}={m:.3f}" for m, c in rows[:6]))  # fmt: skip
+    for name, cfgs in defaults.items():
+        getattr(K, name).configs = cfgs
+        getattr(K, name).cache = {}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--budget-s", type=float, default=200.0)
+    ap.add_argument("--N", type=int, default=4096)
+    ap.add_argument("--kernels", default=",".join(KERNELS))
+    ap.add_argument("--causal-only", action="store_true")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    B = 16384 // args.N
+    plan = [(128, True, 0.3), (64, True, 0.3), (128, False, 0.2), (64, False, 0.2)]
+    if args.causal_only:
+        plan = [(128, True, 0.5), (64, True, 0.5)]
+    for D, causal, share in plan:
+        configs = GRID if causal else GRID[::2]
+        sweep(B, args.N, 16, D, causal, configs, args.budget_s * share, tuple(args.kernels.split(",")))
+    print(f"tuning took {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
