@@ -1,0 +1,182 @@
+"""Lightning Attention-2 kernel benchmark: our causal linear attention with decay vs SDPA flash attention.
+
+    python -m flurka.bench.lightning [--quick] [--out results/speed]
+
+Lightning-2's setting (PAPERS.md §4): B=4, H=32, D=128, bf16, causal, per-head decay λ_h = exp(−s_h) with ALiBi
+slopes, N = 512 … 64k; modes fwd, bwd, fwd_bwd. Reports ms and tokens/s (no TFLOP/s for linear attention).
+`--noncausal` also times the non-causal kernel at FLuRKA Fig. 3's shapes (d_h = 325, H = 8, d_k = 1500 keys,
+Nq = 7k … 55k) against the cuBLAS formulation (two batched matmuls in torch), written to `linear_noncausal.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flurka.bench.timing import bench_ms
+
+MODES = ("fwd", "bwd", "fwd_bwd")
+
+
+def alibi_decay(H: int, device: str = "cuda") -> torch.Tensor:
+    """λ_h = exp(−s_h) with the ALiBi slopes s_h = 2^(−8(h+1)/H), as Lightning/TNL do."""
+    slopes = torch.tensor([2 ** (-8 * (h + 1) / H) for h in range(H)], device=device)
+    return torch.exp(-slopes)
+
+
+def _time_modes(fwd, inputs: list[torch.Tensor], modes) -> dict[str, float]:
+    """ms per mode; `fwd()` returns the output; inputs are leaves with requires_grad."""
+    out: dict[str, float] = {}
+    o = fwd()
+    do = torch.randn_like(o)
+    if "fwd" in modes:
+        with torch.no_grad():
+            out["fwd"] = bench_ms(fwd)
+    if "bwd" in modes:
+        o = fwd()
+        out["bwd"] = bench_ms(lambda: torch.autograd.grad(o, inputs, do, retain_graph=True))
+        del o
+    if "fwd_bwd" in modes:
+        out["fwd_bwd"] = bench_ms(lambda: torch.autograd.grad(fwd(), inputs, do))
+    return out
+
+
+def bench_lightning(ns, *, B: int, H: int, D: int, modes, impls) -> list[dict[str, Any]]:
+    from flurka.ops.linear import linear_attention
+
+    rows: list[dict[str, Any]] = []
+    decay = alibi_decay(H)
+    for N in ns:
+        for impl in impls:
+            torch.cuda.empty_cache()
+            try:
+                if impl == "sdpa":
+                    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                    q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
+                               for _ in range(3))  # fmt: skip
+
+                    def fwd(q=q, k=k, v=v):
+                        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+                    variant = "flash"
+                else:
+                    q, k, v = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
+                               for _ in range(3))  # fmt: skip
+                    backend = "triton" if impl == "triton" else "torch"
+
+                    def fwd(q=q, k=k, v=v, backend=backend):
+                        return linear_attention(q, k, v, causal=True, decay=decay, normalize=False,
+                                                scale=D**-0.5, backend=backend)[0]  # fmt: skip
+
+                    variant = "lightning"
+                times = _time_modes(fwd, [q, k, v], modes)
+            except torch.OutOfMemoryError:
+                print(f"N={N} {impl}: out of memory, skipped")
+                continue
+            finally:
+                q = k = v = None
+            for mode, ms in times.items():
+                row = dict(variant=variant, impl=impl, mode=mode, B=B, N=N, H=H, D=D, dtype="bfloat16")
+                row.update(causal=True, decay=variant == "lightning", ms=ms, tokens_per_s=B * N / (ms * 1e-3))
+                rows.append(row)
+                print(
+                    f"{variant:9s} {impl:6s} {mode:7s} N={N:6d}  {ms:9.3f} ms  {row['tokens_per_s'] / 1e6:8.2f} Mtok/s"
+                )
+    return rows
+
+
+def bench_noncausal(nqs, *, B: int, H: int, D: int, Nk: int, modes) -> list[dict[str, Any]]:
+    from flurka.ops.linear.triton_linear import linear_attention_triton
+
+    rows: list[dict[str, Any]] = []
+    for Nq in nqs:
+        q = torch.rand(B, Nq, H, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
+        k = torch.rand(B, Nk, H, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
+        v = torch.randn(B, Nk, H, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
+        for impl in ("triton", "cublas"):
+
+            def fwd(impl=impl, q=q, k=k, v=v):
+                return linear_attention_triton(q, k, v, causal=False, normalize=True, scale=D**-0.5,
+                                               noncausal_impl=impl)[0]  # fmt: skip
+
+            for mode, ms in _time_modes(fwd, [q, k, v], modes).items():
+                row = dict(variant="linear", impl=impl, mode=mode, B=B, N=Nq, Nk=Nk, H=H, D=D, dtype="bfloat16",
+                           causal=False, normalize=True, ms=ms, tokens_per_s=B * Nq / (ms * 1e-3))  # fmt: skip
+                rows.append(row)
+                print(f"non-causal {impl:6s} {mode:7s} Nq={Nq:6d} Nk={Nk}  {ms:9.3f} ms")
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for j, mode in enumerate(MODES):
+        for impl in sorted({r["impl"] for r in rows}):
+            sel = sorted((r for r in rows if r["mode"] == mode and r["impl"] == impl), key=lambda r: r["N"])
+            if not sel:
+                continue
+            label = f"{sel[0]['variant']} ({impl})"
+            axes[0, j].plot([r["N"] for r in sel], [r["ms"] for r in sel], "o-", label=label)
+            axes[1, j].plot([r["N"] for r in sel], [r["tokens_per_s"] / 1e6 for r in sel], "o-", label=label)
+        for i, ylab in enumerate(("ms", "Mtokens/s")):
+            ax = axes[i, j]
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log" if i == 0 else "linear")
+            ax.set_xlabel("sequence length N")
+            ax.set_ylabel(ylab)
+            ax.set_title(mode)
+            ax.legend()
+    r0 = rows[0]
+    fig.suptitle(
+        f"Lightning-2 setting: B={r0['B']}, H={r0['H']}, D={r0['D']}, bf16, causal; {torch.cuda.get_device_name()}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="N = 512 … 8k only, fwd and fwd_bwd")
+    p.add_argument("--out", default="results/speed", help="folder for lightning.json / lightning.png")
+    p.add_argument("--B", type=int, default=4)
+    p.add_argument("--H", type=int, default=32)
+    p.add_argument("--D", type=int, default=128)
+    p.add_argument("--ns", type=int, nargs="*", help="sequence lengths (default 512 … 65536, doubling)")
+    p.add_argument("--impls", nargs="*", default=["triton", "sdpa"], help="triton, sdpa, torch")
+    p.add_argument("--noncausal", action="store_true", help="also time FLuRKA Fig. 3 non-causal shapes")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("the Lightning benchmark times GPU kernels; no CUDA device here")
+    from flurka.results.provenance import provenance, write_results
+
+    prov = provenance()
+    print({k: prov[k] for k in ("gpu", "torch", "triton", "cuda", "commit")})
+    out = Path(args.out)
+    ns = args.ns or [512 * 2**i for i in range(5 if args.quick else 8)]
+    modes = ("fwd", "fwd_bwd") if args.quick else MODES
+    rows = bench_lightning(ns, B=args.B, H=args.H, D=args.D, modes=modes, impls=args.impls)
+    write_results(out / "lightning.json", rows)
+    plot(rows, out / "lightning.png")
+    lin = [r for r in rows if r["variant"] == "lightning" and r["impl"] == "triton"]
+    for mode in modes:
+        sel = {r["N"]: r["tokens_per_s"] for r in lin if r["mode"] == mode and r["N"] >= 2048}
+        if len(sel) > 1:
+            spread = max(sel.values()) / min(sel.values()) - 1
+            print(f"{mode}: tokens/s spread over N ≥ 2k = {100 * spread:.1f}% (target ≤ 15%)")
+    if args.noncausal:
+        nqs = [7050 + 3000 * i for i in range(0, 17, 8 if args.quick else 2)]
+        nc = bench_noncausal(nqs, B=1, H=8, D=325, Nk=1500, modes=("fwd", "fwd_bwd"))
+        write_results(out / "linear_noncausal.json", nc)
+
+
+if __name__ == "__main__":
+    main()
