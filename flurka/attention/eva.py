@@ -69,7 +69,9 @@ def eva_core(
     kc = _pad_to(k.to(dtype), n_chunks * chunk_size).view(B, n_chunks, chunk_size, H, D)
     vc = _pad_to(v.to(dtype), n_chunks * chunk_size).view(B, n_chunks, chunk_size, H, D)
     keep_c = _pad_to(keep, n_chunks * chunk_size, False).view(B, n_chunks, chunk_size)
-    q_valid = (torch.arange(n_chunks * lq, device=q.device) < Nq).view(n_chunks, lq)
+    q_valid = (torch.arange(n_chunks * lq, device=q.device) < Nq).view(1, n_chunks, lq)
+    if key_keep is not None and Nq == Nk:  # self-attention: padded positions are padded queries too
+        q_valid = q_valid & keep_c
 
     # ---- local window: exact softmax logits inside the query's own chunk
     local = torch.einsum("bcihd,bcjhd->bchij", qc, kc) * scale  # [B, C, H, Lq, Lk]
@@ -87,8 +89,8 @@ def eva_core(
     s_keepf = s_keep[..., None, None].to(dtype)
     counts = s_keepf.sum(dim=2).clamp(min=1.0)  # [B, C, 1, 1]
     k_mean = (sk * s_keepf).sum(dim=2) / counts  # [B, C, H, D]
-    q_counts = q_valid[None, :, :, None, None].to(dtype).sum(dim=2).clamp(min=1.0)
-    q_mean = (qc * q_valid[None, :, :, None, None].to(dtype)).sum(dim=2) / q_counts
+    q_validf = q_valid[..., None, None].to(dtype)  # [B or 1, C, Lq, 1, 1]
+    q_mean = (qc * q_validf).sum(dim=2) / q_validf.sum(dim=2).clamp(min=1.0)
     w_dtype = next(mu_k.parameters()).dtype  # the proposal MLPs run in the model's dtype, the rest in fp32+
     k_bar = mu_k(k_mean.to(w_dtype)).to(dtype)
     omega = 0.5 * (mu_q(q_mean.to(w_dtype)).to(dtype) + k_bar)

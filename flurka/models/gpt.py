@@ -33,6 +33,8 @@ class GPT(nn.Module):
         positional: str = "learned",
         bias: bool = True,
         attention="full",
+        activation: str = "gelu",  # "gelu_tanh" for GPT-2's own weights
+        layer_norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         factory = attention_factory(attention)
@@ -53,10 +55,12 @@ class GPT(nn.Module):
                 dropout=dropout,
                 positional=attn_positional,
                 bias=bias,
+                activation=activation,
+                layer_norm_eps=layer_norm_eps,
             )
             for _ in range(n_layers)
         )
-        self.ln_f = nn.LayerNorm(d_model, bias=bias)
+        self.ln_f = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         init_weights(self, n_layers)
         self.lm_head.weight = self.tok_emb.weight  # tied after init, so both names hold one tensor
