@@ -25,6 +25,32 @@ def use_fixture_corpora(monkeypatch: pytest.MonkeyPatch) -> Path:
         if files and all(p.exists() for p in files.values()):
             shas = {split: sha256_file(p) for split, p in files.items()}
             monkeypatch.setitem(text.CORPORA, name, dataclasses.replace(corpus, sha256=shas))
+    use_fixture_checksums(monkeypatch)
+    monkeypatch.setenv("FLURKA_DATA", str(FIXTURE_DATA))
+    return FIXTURE_DATA
+
+
+def use_fixture_checksums(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Register the fixtures' own digests in place of the published ones (flurka.data.files.PUBLISHED, the
+    STS-B zip members and the text corpora added for issue 6), for every file that has a fixture."""
+    import hashlib
+    import zipfile
+
+    import flurka.data.glue as glue
+    import flurka.data.images
+    import flurka.data.lra
+    import flurka.data.translation  # noqa: F401 - importing registers their published checksums
+    from flurka.data import files
+
+    for rel, (algorithm, _) in list(files.PUBLISHED.items()):
+        if (FIXTURE_DATA / rel).is_file():
+            monkeypatch.setitem(files.PUBLISHED, rel, (algorithm, files.digest(FIXTURE_DATA / rel, algorithm)))
+    stsb = FIXTURE_DATA / "glue" / "STS-B" / "STS-B.zip"
+    if stsb.is_file():
+        with zipfile.ZipFile(stsb) as z:
+            for member in list(glue.STSB_MEMBERS):
+                if member in z.namelist():
+                    monkeypatch.setitem(glue.STSB_MEMBERS, member, hashlib.sha256(z.read(member)).hexdigest())
     monkeypatch.setenv("FLURKA_DATA", str(FIXTURE_DATA))
     return FIXTURE_DATA
 

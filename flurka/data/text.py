@@ -10,8 +10,11 @@ file's hash and the tokenizer), so a second run starts in seconds.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from flurka.data.lm import LMTask, split_stream
 from flurka.data.sources import DataError, cache_root, data_root, verified_file
-from flurka.data.tokenizers import ByteTokenizer, SentencePieceTokenizer, Tokenizer
+from flurka.data.tokenizers import ByteTokenizer, GPT2BPETokenizer, SentencePieceTokenizer, Tokenizer
 
 BUNDLED = Path(__file__).parent / "bundled"
 
@@ -31,6 +34,7 @@ class Corpus:
     sha256: dict[str, str | None]
     hf_name: str | None = None  # the canonical Hugging Face dataset, for users with internet
     description: str = ""
+    note: str = ""  # added to the missing-data message (e.g. the published size and sha256)
 
 
 CORPORA = {
@@ -58,6 +62,29 @@ CORPORA = {
         hf_name="Salesforce/wikitext (wikitext-2-v1)",
         description="WikiText-2 v1 (tokenized), Merity et al.",
     ),
+    # enwik8: the first 10^8 bytes of the English Wikipedia dump of 2006-03-03 (Hutter Prize), byte level,
+    # split 90M/5M/5M as in every enwik8 paper (split_stream's 0.9/0.05/0.05 of exactly 10^8 bytes).
+    "enwik8": Corpus(
+        "enwik8",
+        {"all": "enwik8/enwik8"},
+        {"all": "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8"},
+        hf_name="LTCB/enwik8",
+        description="enwik8 (Hutter Prize), byte level, 90M/5M/5M, bits per character",
+        note="enwik8 is the raw 100,000,000-byte file (unzipped from mattmahoney.net/dc/enwik8.zip), "
+        "sha256 2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8, "
+        "md5 a1fa5ffddb56f4953e226637dabbb36a.",
+    ),
+    # WikiText-103 v1 (tokenized), the same layout as WikiText-2: wiki.{train,valid,test}.tokens renamed.
+    # No sha256 of the individual files is recorded in MANIFEST.md, so none is checked.
+    "wikitext-103": Corpus(
+        "wikitext-103",
+        {"train": "wikitext-103/train.txt", "valid": "wikitext-103/valid.txt", "test": "wikitext-103/test.txt"},
+        {"train": None, "valid": None, "test": None},
+        hf_name="Salesforce/wikitext (wikitext-103-v1)",
+        description="WikiText-103 v1 (tokenized), Merity et al.",
+        note="These are wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens from wikitext-103-v1.zip, "
+        "renamed train.txt, valid.txt, test.txt.",
+    ),
 }
 
 
@@ -69,18 +96,24 @@ def corpus_files(corpus: Corpus, root: str | Path | None) -> dict[str, Path]:
         hint = (
             f"Put the {corpus.name} files at {base}/{'/'.join(Path(rel).parts[:-1]) or '.'} "
             f"(layout: {', '.join(corpus.files.values())}; see shared/data/MANIFEST.md), or set FLURKA_DATA / "
-            f"data.root to the folder that holds them."
-        )
+            f"data.root to the folder that holds them. {corpus.note}"
+        ).rstrip()
         out[split] = verified_file(path, corpus.sha256.get(split), hint=hint)
     return out
 
 
-def make_tokenizer(kind: str, train_file: Path, cache_dir: Path, vocab_size: int) -> Tokenizer:
+def make_tokenizer(
+    kind: str, train_file: Path, cache_dir: Path, vocab_size: int, tokenizer_path: str | None = None
+) -> Tokenizer:
     if kind == "byte":
         return ByteTokenizer()
+    if kind == "gpt2":
+        if not tokenizer_path:
+            raise ValueError("tokenizer=gpt2 needs tokenizer_path: a folder with GPT-2's vocab.json and merges.txt")
+        return GPT2BPETokenizer(tokenizer_path)
     if kind in ("spm_bpe", "spm_unigram"):
         return SentencePieceTokenizer.train(train_file, cache_dir, vocab_size=vocab_size, model_type=kind[4:])
-    raise ValueError(f"unknown tokenizer {kind!r}; valid: byte, spm_bpe, spm_unigram")
+    raise ValueError(f"unknown tokenizer {kind!r}; valid: byte, spm_bpe, spm_unigram, gpt2")
 
 
 def tokenize_cached(path: Path, tokenizer: Tokenizer, cache_dir: Path) -> np.ndarray:
@@ -90,7 +123,10 @@ def tokenize_cached(path: Path, tokenizer: Tokenizer, cache_dir: Path) -> np.nda
     cache = cache_dir / f"{path.stem}-{key}-{tokenizer.id}.npy"
     if cache.exists():
         return np.load(cache, mmap_mode="r")
-    ids = np.asarray(tokenizer.encode(raw.decode("utf-8")), dtype=np.int32)
+    if tokenizer.id == "byte":
+        ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int32)  # = encode(decode(raw)) for UTF-8; any bytes
+    else:
+        ids = np.asarray(tokenizer.encode(raw.decode("utf-8")), dtype=np.int32)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}.npy")
     np.save(tmp, ids)
@@ -107,8 +143,21 @@ def build_lm_task(
     root: str | None = None,
     files: dict[str, str] | None = None,
     metric: str | None = None,
+    tokenizer_path: str | None = None,
+    allow_download: bool = False,
 ) -> LMTask:
-    """An LM task over a named corpus, or over your own `files` ({"train": path, "valid": ..., "test": ...})."""
+    """An LM task over a named corpus, or over your own `files` ({"train": path, "valid": ..., "test": ...}).
+
+    `allow_download=True` (WikiText-103 only) fetches "Salesforce/wikitext" through flurka.data.hub when the
+    files are absent from the data root.
+    """
+    if allow_download and corpus == "wikitext-103" and files is None:
+        from flurka.data import hub
+
+        local = [data_root(root) / rel for rel in CORPORA[corpus].files.values()]
+        cached = [hub.hub_root() / rel for rel in CORPORA[corpus].files.values()]
+        if not all(p.is_file() for p in local):
+            root = str(hub.hub_root() if all(p.is_file() for p in cached) else hub.fetch_wikitext103())
     if files is not None:
         spec = Corpus(corpus, dict(files), {k: None for k in files})
     elif corpus in CORPORA:
@@ -118,7 +167,7 @@ def build_lm_task(
     paths = corpus_files(spec, root)
     cache_dir = cache_root() / spec.name
     train_file = paths.get("train", paths.get("all"))
-    tok = make_tokenizer(tokenizer, train_file, cache_dir, vocab_size)
+    tok = make_tokenizer(tokenizer, train_file, cache_dir, vocab_size, tokenizer_path)
     if "all" in paths:
         splits = split_stream(tokenize_cached(paths["all"], tok, cache_dir))
     else:
@@ -136,4 +185,100 @@ def build_lm_task(
     )
 
 
-__all__ = ["CORPORA", "Corpus", "DataError", "build_lm_task"]
+# ------------------------------------------------------------------------------------------- OpenWebText2
+
+OWT2_LAYOUT = (
+    "openwebtext2/train/*.jsonl[.gz] and openwebtext2/valid/*.jsonl[.gz] (one JSON object with a 'text' field "
+    "per line, as in the released openwebtext2.jsonl.zst.tar shards after `zstd -d`), or *.txt files (one "
+    "document per file); optionally openwebtext2/test/ in the same form"
+)
+
+
+def _owt2_documents(path: Path) -> Iterator[str]:
+    """The documents of one shard: every JSON line's "text", or a whole .txt file."""
+    if path.suffix == ".txt":
+        yield path.read_text(encoding="utf-8")
+        return
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)["text"]
+                except (ValueError, KeyError, TypeError) as err:
+                    raise DataError(f"{path} line {n}: not a JSON object with a 'text' field ({err})") from err
+    except (EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{path} is corrupt or truncated ({err}); replace it") from err
+
+
+def _owt2_shards(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if p.name.endswith((".jsonl", ".jsonl.gz", ".txt")))
+
+
+def tokenize_documents_cached(shards: list[Path], tokenizer: Tokenizer, eos_id: int, cache_file: Path) -> np.ndarray:
+    """Documents of `shards` as one token stream (EOS after each), streamed to a uint16/int32 memory map.
+
+    Written piece by piece to a temporary file and renamed at the end, so corpora larger than memory work and
+    an interrupted run never leaves a partial cache behind.
+    """
+    dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.int32
+    if cache_file.exists():
+        return np.memmap(cache_file, dtype=dtype, mode="r")
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
+    with tmp.open("wb") as out:
+        for shard in shards:
+            for doc in _owt2_documents(shard):
+                out.write(np.asarray([*tokenizer.encode(doc), eos_id], dtype=dtype).tobytes())
+    os.replace(tmp, cache_file)
+    return np.memmap(cache_file, dtype=dtype, mode="r")
+
+
+def build_openwebtext2(
+    *,
+    seq_len: int,
+    tokenizer: str = "gpt2",
+    tokenizer_path: str | None = None,
+    root: str | None = None,
+) -> LMTask:
+    """OpenWebText2 with the GPT-2 BPE tokenizer (local `transformers` files at `tokenizer_path`); perplexity.
+
+    HF: "segyges/OpenWebText2" (with internet); offline the layout is OWT2_LAYOUT under the data root.
+    """
+    base = data_root(root) / "openwebtext2"
+    shards = {s: _owt2_shards(base / s) for s in ("train", "valid", "test") if (base / s).is_dir()}
+    if not shards.get("train") or not shards.get("valid"):
+        raise DataError(
+            f"OpenWebText2 is not in {base}. Put {OWT2_LAYOUT} under {data_root(root)}, or set FLURKA_DATA / "
+            f"data.root. With internet, the canonical source is the Hugging Face dataset 'segyges/OpenWebText2'."
+        )
+    if tokenizer != "gpt2":
+        raise ValueError(f"OpenWebText2 uses the GPT-2 BPE tokenizer (tokenizer=gpt2); got {tokenizer!r}")
+    if not tokenizer_path:
+        raise DataError(
+            "OpenWebText2 needs the GPT-2 tokenizer files (vocab.json, merges.txt): set task.tokenizer_path to a "
+            "folder holding them (e.g. from AutoTokenizer.from_pretrained('openai-community/gpt2')"
+            ".save_pretrained(path) on a machine with internet)."
+        )
+    tok = GPT2BPETokenizer(tokenizer_path)
+    splits = {}
+    for split, files in shards.items():
+        key = hashlib.sha256(
+            "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files).encode()
+        ).hexdigest()[:16]
+        splits[split] = tokenize_documents_cached(
+            files, tok, tok.eos_id, cache_root() / "openwebtext2" / f"{split}-{key}-{tok.id}.bin"
+        )
+    return LMTask(
+        name="openwebtext2",
+        splits=splits,
+        tokenizer=tok,
+        seq_len=seq_len,
+        metric="ppl",
+        description="OpenWebText2, GPT-2 BPE",
+    )
+
+
+__all__ = ["CORPORA", "Corpus", "DataError", "build_lm_task", "build_openwebtext2"]
