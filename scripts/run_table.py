@@ -16,16 +16,24 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from flurka.results.index import write_index
-from flurka.results.paper_tables import TABLES
-from flurka.results.tables import aggregate, collect_runs, write_table
+from flurka.results.paper_tables import TABLES, run_sizes, table_rows
+from flurka.results.tables import collect_runs, write_table
 from flurka.train.loop import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def rows_of(table: str) -> list[str]:
-    """The table's rows; a row named "base" runs first (others may start from its checkpoint)."""
-    return sorted((p.stem for p in (CONF / "experiment" / table).glob("*.yaml")), key=lambda r: (r != "base", r))
+def starts_others(row: str) -> bool:
+    """Rows that others start from (up-training's base, GLUE's pre-training runs): they run first."""
+    return row == "base" or row.startswith("pretrain-")
+
+
+def rows_of(table: str, scale: str | None = None) -> list[str]:
+    """The table's rows (at `scale`, where the table runs different tasks per scale), dependencies first."""
+    rows = sorted(p.stem for p in (CONF / "experiment" / table).glob("*.yaml"))
+    rows.sort(key=lambda r: not starts_others(r))  # stable: alphabetical within each group
+    keep = TABLES[table].row_filter
+    return [r for r in rows if scale is None or keep is None or keep(r, scale)]
 
 
 def main(argv: list[str] | None = None) -> Path | None:
@@ -40,7 +48,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
     args = p.parse_intermixed_args(argv)
     spec = TABLES[args.table]
-    rows = args.rows.split(",") if args.rows else rows_of(args.table)
+    rows = args.rows.split(",") if args.rows else rows_of(args.table, args.scale)
+    rows.sort(key=lambda r: not starts_others(r))  # a row's checkpoint exists before the rows that load it
     unknown = set(rows) - set(rows_of(args.table))
     if unknown:
         raise SystemExit(f"unknown rows {sorted(unknown)} for {args.table}; rows: {', '.join(rows_of(args.table))}")
@@ -63,23 +72,18 @@ def main(argv: list[str] | None = None) -> Path | None:
                 overrides = [f"experiment={args.table}/{row}", *common, *extra, f"seed={seed}"]
                 train(compose("train", overrides=overrides))
     summaries = collect_runs(args.runs_root, group)
-    table_rows = aggregate(summaries, spec.metrics)
+    rows_out, shown = table_rows(spec, summaries)
     notes = [f"Scale: {args.scale}; data: {spec.dataset.get(args.scale, '?')}; seeds: {args.seeds}."]
-    s0 = summaries[0]
-    notes.append(
-        f"Per run: {s0['steps']} steps, {s0['tokens_seen']:,} training tokens, sequence length {s0['seq_len']}."
-    )
+    notes.append(run_sizes(summaries))
     if spec.claims:
-        notes.append(spec.claims(table_rows))
+        notes.append(spec.claims(rows_out))
     out = args.out or (
         Path("results") / args.table if args.scale == "mini" else Path(args.runs_root) / f"{group}-table"
     )
     cmd = "python scripts/run_table.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    write_table(
-        out, table_rows, spec.metrics, title=spec.title, notes="\n\n".join(notes), paper=spec.paper, command=cmd
-    )
+    write_table(out, rows_out, shown, title=spec.title, notes="\n\n".join(notes), paper=spec.paper, command=cmd)
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md
     print((out / "table.md").read_text())

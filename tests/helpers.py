@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = ROOT / "tests" / "fixtures" / "data"
@@ -74,3 +75,23 @@ def run_script(args: list[str], *, env: dict[str, str] | None = None, check: boo
             f"{args} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+def model_inputs(target: str, seq_len: int, patch_size: int | None) -> tuple[dict, dict]:
+    """(what the task would give the constructor, a batch) for each model family, at smoke size."""
+    ids = torch.randint(3, 32, (2, seq_len))
+    family = target.rsplit(".", 1)[1]
+    if family == "GPT":
+        return dict(vocab_size=32, max_len=seq_len), dict(input_ids=ids, labels=ids)
+    if family == "BERT":
+        mask = torch.ones(2, seq_len, dtype=torch.bool)
+        mask[0, seq_len // 2 :] = False
+        return dict(vocab_size=32, max_len=seq_len), dict(input_ids=ids, padding_mask=mask, labels=ids)
+    if family == "ViT":
+        side = 2 * patch_size
+        kwargs = dict(image_size=side, channels=3, num_classes=5)
+        return kwargs, dict(pixels=torch.randn(2, 3, side, side), labels=torch.tensor([0, 4]))
+    if family == "Seq2Seq":
+        kwargs = dict(src_vocab_size=32, tgt_vocab_size=32, max_len=seq_len, pad_id=0, bos_id=1, eos_id=2)
+        return kwargs, dict(src_ids=ids, tgt_ids=ids, src_mask=torch.ones_like(ids, dtype=torch.bool), labels=ids)
+    raise AssertionError(f"no test inputs for model family {family} ({target}): add them here")

@@ -12,33 +12,13 @@ from hydra.utils import instantiate
 
 from flurka.attention import VARIANTS
 from flurka.train.config import InitConfig, TrainerConfig, from_mapping
-from tests.helpers import CONF, compose, use_fixture_corpora
+from tests.helpers import CONF, compose, model_inputs, use_fixture_corpora
 
 GROUPS = {p.name: sorted(f.stem for f in p.glob("*.yaml")) for p in Path(CONF).iterdir() if p.is_dir()}
 
 
 def test_every_variant_has_a_config_and_every_config_a_variant():
     assert set(GROUPS["attention"]) == set(VARIANTS)
-
-
-def model_inputs(target: str, seq_len: int, patch_size: int | None) -> tuple[dict, dict]:
-    """(what the task would give the constructor, a batch) for each model family, at smoke size."""
-    ids = torch.randint(3, 32, (2, seq_len))
-    family = target.rsplit(".", 1)[1]
-    if family == "GPT":
-        return dict(vocab_size=32, max_len=seq_len), dict(input_ids=ids, labels=ids)
-    if family == "BERT":
-        mask = torch.ones(2, seq_len, dtype=torch.bool)
-        mask[0, seq_len // 2 :] = False
-        return dict(vocab_size=32, max_len=seq_len), dict(input_ids=ids, padding_mask=mask, labels=ids)
-    if family == "ViT":
-        side = 2 * patch_size
-        kwargs = dict(image_size=side, channels=3, num_classes=5)
-        return kwargs, dict(pixels=torch.randn(2, 3, side, side), labels=torch.tensor([0, 4]))
-    if family == "Seq2Seq":
-        kwargs = dict(src_vocab_size=32, tgt_vocab_size=32, max_len=seq_len, pad_id=0, bos_id=1, eos_id=2)
-        return kwargs, dict(src_ids=ids, tgt_ids=ids, src_mask=torch.ones_like(ids, dtype=torch.bool), labels=ids)
-    raise AssertionError(f"no test inputs for model family {family} ({target}): add them here")
 
 
 @pytest.mark.parametrize("attention", GROUPS["attention"])

@@ -58,3 +58,84 @@ def test_uptrain_table_starts_rows_from_the_base_checkpoint(tmp_path, monkeypatc
     assert json.loads((up / "summary.json").read_text())["steps"] == 5  # 25% of the smoke base's 20 steps
     assert "from_checkpoint" in (up / "config.yaml").read_text()
     assert "flurka_rnn-up25" in (out / "table.md").read_text()
+
+
+def load_run_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_table", "scripts/run_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_glue_table_fine_tunes_each_pretrained_encoder(tmp_path, monkeypatch):
+    """Pre-training rows run first; each task row starts from its variant's MLM checkpoint; the table pivots
+    to one line per variant with a column per GLUE task."""
+    use_fixture_corpora(monkeypatch)
+    monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))
+    rows = ["stsb-flurka_rnn", "cola-full", "pretrain-full", "pretrain-flurka_rnn", "stsb-full"]
+    out = load_run_table().main(
+        [
+            "table-glue",
+            "--scale",
+            "smoke",
+            "--runs-root",
+            str(tmp_path / "runs"),
+            "--rows",
+            ",".join(rows),
+            "task.seq_len=32",
+            "trainer.max_steps=3",
+        ]
+    )
+    runs = tmp_path / "runs" / "table-glue-smoke"
+    cola = (runs / "cola-full" / "seed0" / "config.yaml").read_text()
+    assert "from_checkpoint" in cola and "pretrain-full/seed0/checkpoints/best.pt" in cola
+    data = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(data) == {"full", "flurka_rnn"}
+    assert {"CoLA (MCC)", "STS-B (Spearman)", "MLM ppl (pre-training)", "avg"} <= set(data["full"])
+    assert "CoLA (MCC)" not in data["flurka_rnn"] and "avg" not in data["flurka_rnn"]  # no CoLA row ran for it
+    summary = json.loads((runs / "stsb-full" / "seed0" / "summary.json").read_text())
+    assert data["full"]["STS-B (Spearman)"] == pytest.approx(100 * summary["eval_spearman"])
+    md = (out / "table.md").read_text()
+    assert "| full |" in md and "QQP" not in md  # tasks that did not run get no column
+
+
+def test_rows_per_scale_follow_the_data_at_hand():
+    run_table = load_run_table()
+    mini, full = run_table.rows_of("table-lra", "mini"), run_table.rows_of("table-lra", "full")
+    assert {r.split("-")[0] for r in mini} == {"listops", "mnist_seq"}
+    assert {r.split("-")[0] for r in full} == {"listops", "lra_text", "lra_retrieval", "lra_image", "pathfinder"}
+    glue = run_table.rows_of("table-glue", "mini")
+    assert glue[:8] == sorted(r for r in glue if r.startswith("pretrain-"))  # every pre-training run goes first
+    assert {r.split("-")[0] for r in glue} == {"pretrain", "cola", "sst2", "mrpc", "rte", "stsb"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("table", "rows", "column"),
+    [
+        ("table-lra", ["listops-full", "mnist_seq-full", "listops-flurka_rnn"], "ListOps"),
+        ("table-wmt", ["multi30k_en_de-full", "multi30k_en_fr-linear"], "Multi30k en-de (BLEU)"),
+        ("table-imagenet", ["full", "flurka_performer"], "eval_accuracy"),
+    ],
+)
+def test_task_tables_at_smoke_scale(table, rows, column, tmp_path, monkeypatch):
+    use_fixture_corpora(monkeypatch)
+    monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))
+    out = load_run_table().main(
+        [
+            table,
+            "--scale",
+            "smoke",
+            "--runs-root",
+            str(tmp_path / "runs"),
+            "--rows",
+            ",".join(rows),
+            "trainer.max_steps=3",
+        ]
+    )
+    data = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert column in data["full"] and 0 <= data["full"][column] <= 100
+    assert "Scale: smoke" in (out / "table.md").read_text()

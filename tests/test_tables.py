@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import statistics
 
+import pytest
+
 from flurka.results.tables import aggregate, markdown_table
 from tests.helpers import compose, run_script
 
@@ -42,3 +44,33 @@ def test_paper_numbers_sit_beside_ours_and_are_labelled():
 def test_missing_runs_are_an_error(tmp_path):
     proc = run_script(["scripts/make_table.py", "nothing", "--runs-root", str(tmp_path)], check=False)
     assert proc.returncode != 0 and "no finished runs" in proc.stderr
+
+
+def test_task_by_variant_table_pivots_one_line_per_variant(tmp_path):
+    """A GLUE group is built as its paper table: a column per task (×100, mean ± std over seeds), the average of
+    the task columns, and pre-training perplexity beside them but outside the average."""
+    runs = tmp_path / "runs" / "table-glue-mini"
+    summaries = {
+        ("cola-full", 0): {"eval_matthews": 0.20},
+        ("cola-full", 1): {"eval_matthews": 0.30},
+        ("stsb-full", 0): {"eval_spearman": 0.50},
+        ("stsb-full", 1): {"eval_spearman": 0.70},
+        ("pretrain-full", 0): {"eval_ppl": 40.0},
+        ("pretrain-full", 1): {"eval_ppl": 42.0},
+        ("cola-linear", 0): {"eval_matthews": 0.10},
+    }
+    for (name, seed), summary in summaries.items():
+        folder = runs / name / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"name": name, "seed": seed, **summary}))
+    out = tmp_path / "out"
+    run_script(["scripts/make_table.py", "table-glue-mini", "--runs-root", str(tmp_path / "runs"), "--out", str(out)])
+    rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    full = rows["full"]
+    assert full["CoLA (MCC)"] == pytest.approx(statistics.fmean([20.0, 30.0])) and full["n_seeds"] == 2
+    assert full["CoLA (MCC)_std"] == pytest.approx(statistics.stdev([20.0, 30.0]))
+    assert full["avg"] == pytest.approx((25.0 + 60.0) / 2) and full["MLM ppl (pre-training)"] == 41.0
+    assert "avg" not in rows["linear"]  # no STS-B run: no average that hides it
+    md = (out / "table.md").read_text()
+    assert "| full | 2 | 25.000 ± 7.071 | 60.000 ± 14.142 | 41.000 ± 1.414 | 42.500 |" in md
+    assert "QQP" not in md

@@ -34,6 +34,7 @@ POSITIONAL = ("learned", "rope", "alibi", "none")
 
 class BERT(nn.Module):
     causal = False
+    task_head_prefixes = ("mlm_", "pooler.", "classifier.")  # swapped, not transferred, when the task changes
 
     def __init__(
         self,

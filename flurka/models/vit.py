@@ -33,6 +33,7 @@ def _square_side(image_size: int | tuple[int, int] | list[int]) -> int:
 
 class ViT(nn.Module):
     causal = False
+    task_head_prefixes = ("head.",)  # a new classifier when fine-tuning on another label set
 
     def __init__(
         self,

@@ -15,6 +15,18 @@ Rows = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
+class Column:
+    """One task column of a task × variant table. Rows of such a table are named `<task>-<variant>`; the
+    table shows one line per variant and one column per task: `metric` of the `<task>-*` rows."""
+
+    task: str  # the row-name prefix (conf/experiment/<table>/<task>-<variant>.yaml)
+    metric: str  # the summary key, e.g. eval_matthews
+    label: str  # the column header, e.g. "CoLA (MCC)"
+    percent: bool = True  # ×100, as the papers print accuracies and correlations
+    in_avg: bool = True  # counts toward the "avg" column
+
+
+@dataclass(frozen=True)
 class TableSpec:
     title: str
     metrics: list[str]
@@ -23,6 +35,75 @@ class TableSpec:
     paper: dict[str, dict[str, float]] | None = None
     claims: Callable[[Rows], str] | None = None
     row_overrides: Callable[[str, str], list[str]] | None = None  # (row, scale) -> overrides for that row
+    columns: list[Column] | None = None  # a task × variant table (metrics then lists the summary keys read)
+    row_filter: Callable[[str, str], bool] | None = None  # (row, scale) -> does the row run at this scale
+
+    def shown_metrics(self, rows: Rows) -> list[str]:
+        """The table's columns: the metrics, or the task columns that have numbers and their average."""
+        if not self.columns:
+            return self.metrics
+        return [c.label for c in self.columns if any(c.label in r for r in rows)] + ["avg"]
+
+    def rows(self, aggregated: Rows) -> Rows:
+        """Aggregated run rows -> the table's rows (pivoted to one line per variant for task × variant tables)."""
+        return pivot(aggregated, self.columns) if self.columns else aggregated
+
+
+def table_rows(spec: TableSpec, summaries: Rows) -> tuple[Rows, list[str]]:
+    """Run summaries -> (the table's rows, the columns to show): aggregated over seeds, pivoted if the table is
+    task × variant. Both scripts that build tables (run_table.py, make_table.py) go through here."""
+    from flurka.results.tables import aggregate
+
+    rows = spec.rows(aggregate(summaries, spec.metrics))
+    return rows, spec.shown_metrics(rows)
+
+
+def run_sizes(summaries: Rows) -> str:
+    """What each kind of run did: steps, training tokens and sequence length (per task prefix when they differ)."""
+    kinds: dict[str, set[tuple]] = {}
+    for s in summaries:
+        prefix = s["name"].partition("-")[0] if "-" in s["name"] else "all"
+        kinds.setdefault(prefix, set()).add((s.get("steps"), s.get("tokens_seen"), s.get("seq_len")))
+    parts = []
+    for prefix, sizes in kinds.items():
+        for steps, tokens, seq_len in sorted(sizes, key=str):
+            label = "" if len(kinds) == 1 else f"{prefix}: "
+            parts.append(f"{label}{steps} steps, {tokens or 0:,} training tokens, sequence length {seq_len}")
+    if len(kinds) == 1 and len(parts) == 1:
+        return f"Per run: {parts[0]}."
+    return "Per run: " + "; ".join(dict.fromkeys(parts)) + "."
+
+
+def split_row(name: str) -> tuple[str, str]:
+    """`mrpc-flurka_rnn` -> ("mrpc", "flurka_rnn"). Task and variant names never contain '-'."""
+    task, sep, variant = name.partition("-")
+    if not sep:
+        raise ValueError(f"row {name!r} of a task × variant table must be named <task>-<variant>")
+    return task, variant
+
+
+def pivot(rows: Rows, columns: list[Column]) -> Rows:
+    """One row per variant: each task's metric (mean, and std over seeds) under its column label, and `avg`
+    over the `in_avg` columns when the variant has all of them. Rows of tasks with no column are dropped."""
+    by_task = {c.task: c for c in columns}
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        task, variant = split_row(row["name"])
+        col = by_task.get(task)
+        if col is None:
+            continue
+        line = out.setdefault(variant, {"name": variant, "attention": variant, "n_seeds": row["n_seeds"]})
+        line["n_seeds"] = min(line["n_seeds"], row["n_seeds"])
+        if col.metric in row:
+            factor = 100.0 if col.percent else 1.0
+            line[col.label] = row[col.metric] * factor
+            line[f"{col.label}_std"] = row.get(f"{col.metric}_std", 0.0) * factor
+    ran = {label for line in out.values() for label in line}  # tasks not run at this scale are not averaged
+    averaged = [c.label for c in columns if c.in_avg and c.label in ran]
+    for line in out.values():
+        if averaged and all(label in line for label in averaged):
+            line["avg"] = sum(line[label] for label in averaged) / len(averaged)
+    return list(out.values())
 
 
 def _by_name(rows: Rows) -> dict[str, dict[str, Any]]:
@@ -97,6 +178,147 @@ def time_budget_claim(rows: Rows) -> str:
     return "\n".join(lines)
 
 
+def lra_claims(rows: Rows) -> str:
+    """FLuRKA ≈ its constituents on the LRA average; exact attention (full, flash) agree; ours beside the paper's."""
+    lines = [flurka_vs_constituents("avg", lower_is_better=False)(rows)]
+    r = _by_name(rows)
+    if "full" in r and "flash" in r and "avg" in r["full"] and "avg" in r["flash"]:
+        lines.append(
+            f"- full {r['full']['avg']:.1f} vs flash {r['flash']['avg']:.1f}: the same function (exact attention); "
+            "a gap is optimisation noise, not the kernel."
+        )
+    for name, paper in LRA_PAPER.items():
+        ours = r.get(name, {}).get("ListOps")
+        if ours is not None:
+            lines.append(f"- ListOps, {name}: ours {ours:.1f} vs FlashAttention paper {paper['ListOps']:.1f}")
+    return "\n".join(lines)
+
+
+# FlashAttention paper, Table 3 (PAPERS.md §3); our mini table uses sequential MNIST in place of Image (CIFAR-10)
+LRA_PAPER = {
+    "full": {"ListOps": 36.0, "Text": 63.6, "Retrieval": 81.6, "Image": 42.3, "Pathfinder": 72.7, "Avg": 59.3},
+    "flash": {"ListOps": 37.6, "Text": 63.9, "Retrieval": 81.4, "Image": 43.5, "Pathfinder": 72.7, "Avg": 59.8},
+    "linformer": {"ListOps": 35.6, "Text": 55.9, "Retrieval": 77.7, "Image": 37.8, "Pathfinder": 67.6, "Avg": 54.9},
+    "linear": {"ListOps": 38.8, "Text": 63.2, "Retrieval": 80.7, "Image": 42.6, "Pathfinder": 72.5, "Avg": 59.6},
+    "performer": {"ListOps": 36.8, "Text": 63.6, "Retrieval": 82.2, "Image": 42.1, "Pathfinder": 69.9, "Avg": 58.9},
+}
+
+ENCODER_VARIANTS = ("full", "linformer", "performer", "linear", "eva", "flurka_performer", "flurka_rnn", "flurka_eva")
+GLUE_MINI = ("cola", "sst2", "mrpc", "rte", "stsb")  # the tasks with data here; full adds qqp, qnli, mnli, wnli
+GLUE_COLUMNS = [
+    Column("cola", "eval_matthews", "CoLA (MCC)"),
+    Column("sst2", "eval_accuracy", "SST-2 (acc)"),
+    Column("mrpc", "eval_f1", "MRPC (F1)"),
+    Column("rte", "eval_accuracy", "RTE (acc)"),
+    Column("stsb", "eval_spearman", "STS-B (Spearman)"),
+    Column("qqp", "eval_f1", "QQP (F1)"),
+    Column("qnli", "eval_accuracy", "QNLI (acc)"),
+    Column("mnli", "eval_accuracy", "MNLI (acc)"),
+    Column("wnli", "eval_accuracy", "WNLI (acc)"),
+    Column("pretrain", "eval_ppl", "MLM ppl (pre-training)", percent=False, in_avg=False),
+]
+LRA_COLUMNS = [
+    Column("listops", "eval_accuracy", "ListOps"),
+    Column("lra_text", "eval_accuracy", "Text"),
+    Column("lra_retrieval", "eval_accuracy", "Retrieval"),
+    Column("lra_image", "eval_accuracy", "Image"),
+    Column("pathfinder", "eval_accuracy", "Pathfinder"),
+    Column("mnist_seq", "eval_accuracy", "sMNIST (for Image)"),
+]
+WMT_COLUMNS = [
+    Column("multi30k_en_de", "eval_bleu", "Multi30k en-de (BLEU)", percent=False),
+    Column("multi30k_en_fr", "eval_bleu", "Multi30k en-fr (BLEU)", percent=False),
+    Column("wmt14_en_de", "eval_bleu", "WMT14 en-de (BLEU)", percent=False),
+    Column("wmt14_en_fr", "eval_bleu", "WMT14 en-fr (BLEU)", percent=False),
+]
+FULL_ONLY = {
+    "table-glue": ("qqp", "qnli", "mnli", "wnli"),
+    "table-lra": ("lra_text", "lra_retrieval", "lra_image", "pathfinder"),
+    "table-wmt": ("wmt14_en_de", "wmt14_en_fr"),
+}
+MINI_ONLY = {"table-lra": ("mnist_seq",), "table-wmt": ("multi30k_en_de", "multi30k_en_fr")}
+
+
+def rows_at_scale(table: str) -> Callable[[str, str], bool]:
+    """Smoke and mini run the tasks with data here; full runs the papers' tasks (and drops the stand-ins)."""
+
+    def keep(row: str, scale: str) -> bool:
+        task = split_row(row)[0]
+        if scale == "full":
+            return task not in MINI_ONLY.get(table, ())
+        return task not in FULL_ONLY.get(table, ())
+
+    return keep
+
+
+# Per task and scale: what a row of a task × variant table adds (steps, lengths, sizes). Numbers for mini are
+# sized for about 15 minutes per table on one H100.
+TASK_SCALE_OVERRIDES: dict[str, dict[str, list[str]]] = {
+    "pretrain": {
+        "smoke": ["trainer.max_steps=20"],
+        "mini": ["trainer.max_steps=1500", "trainer.batch_size=64", "trainer.lr=5e-4"],
+        "full": ["task.corpus=wikitext-103", "trainer.max_steps=100000"],
+    },
+    **{
+        glue: {
+            "smoke": ["trainer.max_steps=10", "trainer.lr=1e-3"],
+            "mini": ["trainer.max_steps=300", "trainer.batch_size=32", "trainer.lr=1e-4", "trainer.warmup_steps=30"],
+            "full": ["task.tokenizer_corpus=wikitext-103", "trainer.max_steps=5000", "trainer.lr=2e-5"],
+        }
+        for glue in (*GLUE_MINI, *FULL_ONLY["table-glue"])
+    },
+    "listops": {
+        "smoke": [
+            "task.seq_len=64",
+            "task.num_train=64",
+            "task.num_valid=16",
+            "task.num_test=16",
+            "task.min_length=10",
+            "task.max_length=60",
+        ],
+        "mini": [
+            "task.seq_len=2000",
+            "task.num_train=20000",
+            "trainer.max_steps=1000",
+            "trainer.batch_size=32",
+            "trainer.lr=5e-4",
+        ],
+        "full": ["task.seq_len=2000", "trainer.max_steps=5000", "trainer.batch_size=32"],
+    },
+    "mnist_seq": {
+        "smoke": ["task.seq_len=196"],  # 14×14 pixels keeps the CPU run short; mini runs all 784
+        "mini": ["task.seq_len=784", "trainer.max_steps=1000", "trainer.batch_size=64", "trainer.lr=5e-4"],
+    },
+    # LRA's lengths: text 4k bytes, retrieval 2 × 4k bytes, image 32×32 pixels, pathfinder 32×32
+    **{
+        lra: {"full": [f"task.seq_len={n}", "trainer.max_steps=5000", "trainer.batch_size=32"]}
+        for lra, n in (("lra_text", 4000), ("lra_retrieval", 8000), ("lra_image", 1024), ("pathfinder", 1024))
+    },
+    **{
+        pair: {
+            "smoke": ["task.vocab_size=200", "task.bleu_examples=4", "task.beam_size=2"],
+            "mini": [
+                "task.seq_len=64",
+                "task.vocab_size=8000",
+                "trainer.max_steps=3000",
+                "trainer.batch_size=64",
+                "trainer.lr=1e-3",
+                "task.bleu_examples=1000",
+            ],
+        }
+        for pair in MINI_ONLY["table-wmt"]
+    },
+    **{
+        pair: {"full": ["task.seq_len=256", "task.vocab_size=32000", "trainer.max_steps=100000"]}
+        for pair in FULL_ONLY["table-wmt"]
+    },
+}
+
+
+def task_row_overrides(row: str, scale: str) -> list[str]:
+    return TASK_SCALE_OVERRIDES.get(split_row(row)[0], {}).get(scale, [])
+
+
 BASE_STEPS = {"smoke": 20, "mini": 1200, "full": 50000}
 
 
@@ -166,5 +388,79 @@ TABLES: dict[str, TableSpec] = {
             "full": ["scale=full", "task.corpus=wikitext-103", "task.seq_len=8192", "trainer.time_budget_s=36000"],
         },
         claims=time_budget_claim,
+    ),
+    "table-glue": TableSpec(
+        title="GLUE: BERT pre-trained (masked LM) with each variant, then fine-tuned (FLuRKA Table: GLUE)",
+        metrics=sorted({c.metric for c in GLUE_COLUMNS}),
+        dataset={
+            "smoke": "WikiText-2 + GLUE (test fixture cuts)",
+            "mini": "pre-training: WikiText-2; fine-tuning: CoLA, SST-2, MRPC, RTE, STS-B (GLUE dev sets)",
+            "full": "pre-training: WikiText-103; fine-tuning: the nine GLUE tasks (dev sets)",
+        },
+        overrides={
+            "smoke": [*SMOKE, "task.vocab_size=300"],
+            "mini": ["scale=mini", "task.seq_len=128", "trainer.eval_every=0"],
+            "full": ["scale=full", "task.seq_len=128", "model=bert_base"],
+        },
+        claims=flurka_vs_constituents("avg", lower_is_better=False),
+        row_overrides=task_row_overrides,
+        columns=GLUE_COLUMNS,
+        row_filter=rows_at_scale("table-glue"),
+    ),
+    "table-lra": TableSpec(
+        title="Long Range Arena: encoder classifiers with each variant (FlashAttention Table 3 / FLuRKA: LRA)",
+        metrics=["eval_accuracy"],
+        dataset={
+            "smoke": "ListOps (generated, tiny) + sequential MNIST 14×14 (test fixture)",
+            "mini": "ListOps regenerated with LRA's procedure (20k train) + sequential MNIST (784 pixels) in place "
+            "of CIFAR-10 Image",
+            "full": "the five LRA tasks",
+        },
+        overrides={
+            "smoke": [*SMOKE],
+            "mini": ["scale=mini", "model.n_layers=4", "trainer.eval_every=0", "trainer.eval_batches=64"],
+            "full": ["scale=full"],
+        },
+        paper={k: {m: v[m] for m in ("ListOps", "Image", "Avg")} for k, v in LRA_PAPER.items()},
+        claims=lra_claims,
+        row_overrides=task_row_overrides,
+        columns=LRA_COLUMNS,
+        row_filter=rows_at_scale("table-lra"),
+    ),
+    "table-wmt": TableSpec(
+        title="Translation: encoder-decoder with each variant in the encoder (FLuRKA Table: WMT)",
+        metrics=["eval_bleu"],
+        dataset={
+            "smoke": "Multi30k en-de / en-fr (test fixture cut)",
+            "mini": "Multi30k en-de and en-fr (test_2016_flickr), BLEU with beam search",
+            "full": "WMT14 en-de, en-fr (newstest2014)",
+        },
+        overrides={
+            "smoke": [*SMOKE],
+            "mini": ["scale=mini", "model.n_layers=3", "model.d_model=256", "model.n_heads=4", "trainer.eval_every=0"],
+            "full": ["scale=full", "model=seq2seq_base"],
+        },
+        claims=flurka_vs_constituents("avg", lower_is_better=False),
+        row_overrides=task_row_overrides,
+        columns=WMT_COLUMNS,
+        row_filter=rows_at_scale("table-wmt"),
+    ),
+    "table-imagenet": TableSpec(
+        title="Image classification: ViT with each variant (FLuRKA Table: ImageNet)",
+        metrics=["eval_accuracy", "tokens_per_s"],
+        dataset={"smoke": "MNIST (test fixture cut)", "mini": "MNIST", "full": "ImageNet-1k"},
+        overrides={
+            "smoke": [*SMOKE, "model.patch_size=7"],
+            "mini": [
+                "scale=mini",
+                "model.patch_size=4",
+                "trainer.max_steps=2000",
+                "trainer.batch_size=128",
+                "trainer.lr=5e-4",
+                "trainer.eval_batches=80",
+            ],
+            "full": ["scale=full", "task=imagenet", "model=vit_base", "model.patch_size=16"],
+        },
+        claims=flurka_vs_constituents("eval_accuracy", lower_is_better=False),
     ),
 }

@@ -81,8 +81,8 @@ def markdown_table(rows: list[dict[str, Any]], metrics: list[str], paper: dict[s
         cells = [row["name"], str(row["n_seeds"])]
         for m in metrics:
             mean = row.get(m)
-            std = row.get(f"{m}_std", 0.0)
-            cells.append("—" if mean is None else _fmt(mean) + (f" ± {_fmt(std)}" if row["n_seeds"] > 1 else ""))
+            spread = row["n_seeds"] > 1 and f"{m}_std" in row  # an average of columns has no std of its own
+            cells.append("—" if mean is None else _fmt(mean) + (f" ± {_fmt(row[f'{m}_std'])}" if spread else ""))
         if paper:
             ref = paper.get(row.get("attention", row["name"]), {})
             cells += [_fmt(ref.get(k)) if k in ref else "—" for k in next(iter(paper.values()))]

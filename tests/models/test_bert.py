@@ -169,3 +169,19 @@ def test_mlm_loss_decreases_on_a_structured_task(name):
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
+
+
+def test_pretrained_encoder_loads_into_a_classifier():
+    """GLUE fine-tuning: an MLM checkpoint's encoder loads exactly; the MLM head is dropped and the classifier
+    is new, both reported; anything else that does not fit is still an error."""
+    from flurka.models.transfer import transfer_weights
+
+    mlm = BERT(**TINY, head="mlm")
+    clf = BERT(**TINY, head="classification", num_labels=3)
+    report = transfer_weights(clf, mlm.state_dict())
+    assert sorted(report.new) == ["classifier.bias", "classifier.weight", "pooler.bias", "pooler.weight"]
+    assert report.dropped and all(k.startswith("mlm_") for k in report.dropped)
+    torch.testing.assert_close(clf.blocks[0].attn.q_proj.weight, mlm.blocks[0].attn.q_proj.weight, rtol=0, atol=0)
+    wider = BERT(**{**TINY, "d_ff": 2 * (TINY.get("d_ff") or 4 * TINY["d_model"])}, head="classification")
+    with pytest.raises(ValueError, match="does not fit"):
+        transfer_weights(wider, mlm.state_dict())
