@@ -1,8 +1,10 @@
 """Speed benchmarks (scripts, never tests): `python scripts/bench.py <suite> [options]`.
 
-Suites: flash, scfa, lightning, flurka. Each writes results/speed/<suite>.json (rows in the DESIGN.md schema,
-with provenance: commit, GPU, torch, triton, CUDA, command) and a PNG beside it. `--help` after the suite
-name lists its options (e.g. `--quick`).
+Suites: flash, scfa, lightning write results/speed/<suite>.json (rows in the DESIGN.md schema, with
+provenance: commit, GPU, torch, triton, CUDA, command) and a PNG beside it. The FLuRKA figures write
+results/flurka_speed/<figure>/ (results.json, results.csv, results.png, table.md): flurka (Fig. 3, fig3_seqlen),
+flurka_ablation (Fig. 4, fig4_ablation), flurka_vs_flash (Fig. 5, fig5_vs_flash), flurka_rank (Fig. 1,
+fig1_rank). `--help` after the suite name lists its options (e.g. `--quick`, `--dry-run`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("flash", "scfa", "lightning", "flurka")
+SUITES = ("flash", "scfa", "lightning", "flurka", "flurka_ablation", "flurka_vs_flash", "flurka_rank")
 
 
 def main(argv: list[str]) -> None:

@@ -11,7 +11,10 @@ against what the FLOPs allow.
 backend, and `flash` (our kernel) pads 325 to 512 internally. Rows that run out of memory are recorded as
 such, not dropped.
 
-    python scripts/bench.py flurka [--quick] [--out results/speed/flurka.json]
+    python scripts/bench.py flurka [--quick] [--out results/flurka_speed/fig3_seqlen/results.json]
+
+Writes results.json, results.csv, results.png and table.md (the paper's speed claims beside our best
+inference speedups) into the folder of `--out` (`flurka.bench.report`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from pathlib import Path
 import torch
 
 from flurka.attention import build_attention
+from flurka.bench.report import claim_for, results_path, write_figure
 from flurka.bench.timing import bench_ms
-from flurka.results.provenance import write_results
 
 D_MODEL, D_K, HEAD_DIM, HEADS = 2600, 1500, 325, 8
 PAPER_NS = [7050 + 3000 * i for i in range(17)]  # 7.05k … 55.05k (the paper's grid; it quotes up to 55.5k)
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="3 sequence lengths instead of 17")
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU: checks the script runs")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS))
-    p.add_argument("--out", type=Path, default=Path("results/speed/flurka.json"))
+    p.add_argument("--out", type=Path, default=Path("results/flurka_speed/fig3_seqlen/results.json"),
+                   help="the results JSON, or its folder; csv, png and table.md go beside it")  # fmt: skip
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
     if device.type == "cpu" and not args.dry_run:
@@ -146,9 +150,21 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row)
                 print(f"N={n:6d} {mode:7s} {name:17s} {row.get('ms')!s:>10} ms  {row.get('tflops')!s:>7} TFLOP/s "
                       f"x_roofline={row.get('x_roofline', '-')}", flush=True)  # fmt: skip
-    out = write_results(args.out, rows)
-    plot(rows, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    paths = write_figure(
+        results_path(args.out),
+        rows,
+        title="FLuRKA Fig. 3: inference time vs sequence length",
+        setup=[
+            f"one attention layer, batch 1, {rows[-1]['dtype']}, non-causal; d_m={dims[0]}, H={dims[1]}, "
+            f"d_h={dims[0] // dims[1]}, d_k={dims[2]}; N = {', '.join(map(str, ns))}",
+            "speedups are from the forward pass (the paper's inference timing); `full` is PyTorch SDPA, `flash` our "
+            "Triton kernel (d_h padded to a supported size); FLOP model = each module's own `flops()`",
+        ],
+        claims=[claim_for(k, rows, flop_field="flops") for k in ("low_rank", "kernel", "flash", "full")],
+        plot=plot,
+        dry_run=args.dry_run,
+    )
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 if __name__ == "__main__":

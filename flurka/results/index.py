@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SPEED = {
+SPEED = {  # results/speed/<suite>.json
     "flash": "make bench-flash",
     "scfa": "make fig-scfa-runtime",
     "lightning": "make fig-lightning",
-    "flurka": "make fig-flurka-seqlen",
+}
+FLURKA_FIGURES = {  # results/flurka_speed/<figure>/results.json
+    "fig3_seqlen": "make fig-flurka-seqlen",
+    "fig4_ablation": "make fig-flurka-ablation",
+    "fig5_vs_flash": "make fig-flurka-vs-flash",
+    "fig1_rank": "make fig-flurka-rank",
 }
 
 
@@ -29,10 +34,13 @@ def write_index(results_root: str | Path = "results") -> Path:
     ]
     entries = [(t, f"make {t} SCALE=mini", root / t / "results.json") for t in TABLES]
     entries += [(f"speed/{s}", cmd, root / "speed" / f"{s}.json") for s, cmd in SPEED.items()]
+    entries += [
+        (f"flurka_speed/{f}", cmd, root / "flurka_speed" / f / "results.json") for f, cmd in FLURKA_FIGURES.items()
+    ]
     for name, cmd, path in entries:
         if path.exists():
             prov = json.loads(path.read_text())["provenance"]
-            status = "mini done; full not run" if not name.startswith("speed/") else "measured"
+            status = "mini done; full not run" if name in TABLES else "measured"
             lines.append(
                 f"| {name} | `{cmd}` | {status} | {prov['date'][:10]} | `{prov['commit'][:12]}` | {prov['gpu']} |"
             )
