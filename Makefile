@@ -37,7 +37,8 @@ smoke: install ## one tiny training run per attention variant on CPU
 	  $(BIN)/python scripts/train.py scale=smoke logger=none trainer.progress=false group=smoke attention=$$a || exit 1; \
 	done
 
-# ---- speed figures (GPU): each writes results/speed/<suite>.json with provenance and a PNG beside it
+# ---- speed figures (GPU): each writes results/speed/<suite>.json with provenance and a PNG beside it; the FLuRKA
+# figures write results/flurka_speed/<figure>/ (results.json, results.csv, results.png, table.md)
 bench-flash: install ## FlashAttention kernel vs SDPA and the naive path (GPU)
 	$(BIN)/python scripts/bench.py flash
 
@@ -50,11 +51,28 @@ fig-lightning: install ## Lightning-2 runtime and tokens/s vs N, vs SDPA flash (
 fig-flurka-seqlen: install ## FLuRKA Fig. 3: time vs N for every variant at the paper's configuration (GPU)
 	$(BIN)/python scripts/bench.py flurka
 
+fig-flurka-ablation: install ## FLuRKA Fig. 4: d_k x d_m grid, speedups over full/low-rank/kernel, measured + FLOP model (GPU)
+	$(BIN)/python scripts/bench.py flurka_ablation
+
+fig-flurka-vs-flash: install ## FLuRKA Fig. 5: FLuRKA's speedup over FlashAttention (Triton and SDPA), d_h 64/128 (GPU)
+	$(BIN)/python scripts/bench.py flurka_vs_flash
+
+fig-flurka-rank: install ## FLuRKA Fig. 1: spectra of a trained Performer's kernel matrix; FLuRKA error vs d_k, m (GPU)
+	$(BIN)/python scripts/bench.py flurka_rank
+
+.PHONY: fig-flurka-ablation fig-flurka-vs-flash fig-flurka-rank
+
 # ---- paper tables: every row of conf/experiment/<table>/, then results/<table>/ (SCALE=smoke|mini|full)
 table-wikitext103: install ## FLuRKA LM table: GPT with every causal variant (mini: WikiText-2)
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
 table-scfa: install ## SCFA table: hash / QK-drop sparse attention vs flash at long context
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
+table-scfa-mnist: install ## SCFA table on autoregressive MNIST (784 pixels): bits/dim and speed vs flash
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
+table-scfa-shakespeare: install ## SCFA table on character-level tiny-shakespeare at 8k bytes: bits/char, speed
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
 table-uptrain: install ## FLuRKA up-training: full-attention GPT swapped to each FLuRKA / kernel method vs scratch
@@ -63,7 +81,23 @@ table-uptrain: install ## FLuRKA up-training: full-attention GPT swapped to each
 table-time-budget: install ## FLuRKA v1: perplexity reached by full/flash/FLuRKA under one wall-clock budget
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
+table-glue: install ## FLuRKA GLUE: BERT pre-trained (MLM) per variant, fine-tuned per task (mini: 5 tasks)
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
+table-lra: install ## LRA: encoder classifiers per variant (mini: ListOps + sequential MNIST; full: the 5 tasks)
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
+table-wmt: install ## FLuRKA WMT: seq2seq with each variant in the encoder, BLEU (mini: Multi30k en-de, en-fr)
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
+table-imagenet: install ## FLuRKA ImageNet: ViT per variant, accuracy (mini: MNIST; full: ImageNet-1k)
+	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
+
+# ---- the GPU machine of the device tool: stage once here, then one call runs scripts/gpu_session.sh
+device-stage: ## stage .device/ (wheels the GPU image lacks, the mini tables' datasets) for the device tool
+	../shared/device/stage.sh wikitext-2 glue mnist multi30k
+
 clean: ## remove run folders (not results/)
 	rm -rf runs outputs multirun
 
-.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain table-time-budget
+.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain table-time-budget table-glue table-lra table-wmt table-imagenet table-scfa-mnist table-scfa-shakespeare device-stage

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One call of the device tool does a whole GPU step: tests, then benchmarks/tables, results packed under $OUT.
+#
+#   make device-stage                       # here: wheels the GPU image lacks + the datasets of the mini tables
+#   device run (carry [".device"]):  source .device/env.sh && bash scripts/gpu_session.sh tests bench
+#
+# Steps (any order, any subset): tests (GPU-tier pytest), bench (every speed suite, --quick), figures (FLuRKA
+# Figs. 1/4/5), tables (every paper table at SCALE=mini; one call holds ~10 minutes, so name tables one by one:
+# table-glue, table-lra, ...). Each step logs to $OUT/<step>.log; results/ comes back
+# as $OUT/results.tgz (unpack it at the repository root, then commit: the files carry their own provenance).
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+status=0
+step() {  # step NAME CMD...: run, log, remember failure, continue with the next step
+  local name=$1
+  shift
+  echo "== $name: $*" | tee -a "$OUT/$name.log"
+  "$@" 2>&1 | tee -a "$OUT/$name.log" || status=1
+}
+for what in "$@"; do
+  case $what in
+    tests) step tests python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops ;;
+    bench)
+      for suite in flash scfa lightning flurka; do step bench python3 scripts/bench.py "$suite" --quick; done ;;
+    figures)
+      for suite in flurka_ablation flurka_vs_flash flurka_rank; do step figures python3 scripts/bench.py "$suite"; done ;;
+    tables)
+      for table in wikitext103 scfa scfa-mnist scfa-shakespeare uptrain time-budget glue lra wmt imagenet; do
+        step tables python3 scripts/run_table.py "table-$table" --scale mini logger=none trainer.progress=false
+      done ;;
+    table-*) step tables python3 scripts/run_table.py "$what" --scale mini logger=none trainer.progress=false ;;
+    *) echo "unknown step '$what' (tests, bench, figures, tables, table-<name>)" >&2; exit 2 ;;
+  esac
+done
+[[ -d results ]] && tar czf "$OUT/results.tgz" results
+exit $status
