@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> Path | None:
     if unknown:
         raise SystemExit(f"unknown rows {sorted(unknown)} for {args.table}; rows: {', '.join(rows_of(args.table))}")
     group = f"{args.table}-{args.scale}"
-    common = [*spec.overrides.get(args.scale, []), f"group={group}", f"runs_root={args.runs_root}", *args.overrides]
+    common = [*spec.overrides.get(args.scale, []), f"group={group}", f"runs_root={args.runs_root}"]
     if args.scale == "full":
         for row in rows:
             for seed in args.seeds:
                 launcher = ["torchrun", f"--nproc_per_node={args.gpus}", "scripts/train.py"]
                 extra = spec.row_overrides(row, args.scale) if spec.row_overrides else []
-                cmd = [*launcher, f"experiment={args.table}/{row}", *common, *extra, f"seed={seed}"]
+                cmd = [*launcher, f"experiment={args.table}/{row}", *common, *extra, *args.overrides, f"seed={seed}"]
                 print(" ".join(shlex.quote(c) for c in cmd))
         return None
     shutil.rmtree(Path(args.runs_root) / group, ignore_errors=True)  # a table is rebuilt from fresh runs
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> Path | None:
             for seed in args.seeds:
                 print(f"[{args.table}] {row} seed {seed} ({args.scale})", flush=True)
                 extra = spec.row_overrides(row, args.scale) if spec.row_overrides else []
-                overrides = [f"experiment={args.table}/{row}", *common, *extra, f"seed={seed}"]
+                # the table's settings, then the row's, then the user's: the command line has the last word
+                overrides = [f"experiment={args.table}/{row}", *common, *extra, *args.overrides, f"seed={seed}"]
                 train(compose("train", overrides=overrides))
     summaries = collect_runs(args.runs_root, group)
     rows_out, shown = table_rows(spec, summaries)

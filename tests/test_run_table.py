@@ -97,6 +97,7 @@ def test_glue_table_fine_tunes_each_pretrained_encoder(tmp_path, monkeypatch):
     assert {"CoLA (MCC)", "STS-B (Spearman)", "MLM ppl (pre-training)", "avg"} <= set(data["full"])
     assert "CoLA (MCC)" not in data["flurka_rnn"] and "avg" not in data["flurka_rnn"]  # no CoLA row ran for it
     summary = json.loads((runs / "stsb-full" / "seed0" / "summary.json").read_text())
+    assert summary["steps"] == 3  # the command line beats the table's per-row steps
     assert data["full"]["STS-B (Spearman)"] == pytest.approx(100 * summary["eval_spearman"])
     md = (out / "table.md").read_text()
     assert "| full |" in md and "QQP" not in md  # tasks that did not run get no column
