@@ -144,3 +144,16 @@ def test_transfer_rejects_mismatched_models():
     deeper = GPT(vocab_size=20, max_len=16, n_layers=3, n_heads=2, d_model=8)
     with pytest.raises(ValueError, match="missing from the checkpoint: blocks.2"):
         transfer_weights(deeper, small.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("name", "causal"), [(n, True) for n in CAUSAL_VARIANTS] + [(n, False) for n in NONCAUSAL_VARIANTS]
+)
+@pytest.mark.parametrize("n", [3, 40])
+def test_every_parameter_takes_part_in_every_backward(name, causal, n):
+    """DDP (without find_unused_parameters) needs a gradient for every parameter after every backward, also for
+    sequences shorter than one chunk, where causal FLuRKA's chunk summaries reach no query."""
+    m = make(name, causal=causal, max_len=64, chunk_size=16) if name.startswith("flurka") and causal else None
+    m = m or make(name, causal=causal, max_len=64)
+    m(torch.randn(2, n, 8, dtype=torch.float64)).sum().backward()
+    assert [k for k, p in m.named_parameters() if p.grad is None] == []
