@@ -60,7 +60,8 @@ fig-flurka-vs-flash: install ## FLuRKA Fig. 5: FLuRKA's speedup over FlashAttent
 fig-flurka-rank: install ## FLuRKA Fig. 1: spectra of a trained Performer's kernel matrix; FLuRKA error vs d_k, m (GPU)
 	$(BIN)/python scripts/bench.py flurka_rank
 
-.PHONY: fig-flurka-ablation fig-flurka-vs-flash fig-flurka-rank
+scaling: install ## issue 9: 1 vs 2 GPUs, DDP and FSDP, crash + resume -> results/distributed/ (2 GPUs, ~7 min)
+	$(BIN)/python scripts/bench.py distributed
 
 # ---- paper tables: every row of conf/experiment/<table>/, then results/<table>/ (SCALE=smoke|mini|full)
 table-wikitext103: install ## FLuRKA LM table: GPT with every causal variant (mini: WikiText-2)
@@ -100,4 +101,5 @@ device-stage: ## stage .device/ (wheels the GPU image lacks, the mini tables' da
 clean: ## remove run folders (not results/)
 	rm -rf runs outputs multirun
 
-.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain table-time-budget table-glue table-lra table-wmt table-imagenet table-scfa-mnist table-scfa-shakespeare device-stage
+.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain table-time-budget table-glue table-lra table-wmt table-imagenet table-scfa-mnist table-scfa-shakespeare device-stage \
+	fig-flurka-ablation fig-flurka-vs-flash fig-flurka-rank scaling

@@ -4,7 +4,9 @@ Suites: flash, scfa, lightning write results/speed/<suite>.json (rows in the DES
 provenance: commit, GPU, torch, triton, CUDA, command) and a PNG beside it. The FLuRKA figures write
 results/flurka_speed/<figure>/ (results.json, results.csv, results.png, table.md): flurka (Fig. 3, fig3_seqlen),
 flurka_ablation (Fig. 4, fig4_ablation), flurka_vs_flash (Fig. 5, fig5_vs_flash), flurka_rank (Fig. 1,
-fig1_rank). `--help` after the suite name lists its options (e.g. `--quick`, `--dry-run`).
+fig1_rank). distributed (issue 9) trains on 1 and 2 GPUs through torchrun (DDP, FSDP, a crash and resume) and
+writes results/distributed/ (results.json, table.md). `--help` after the suite name lists its options (e.g.
+`--quick`, `--dry-run`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("flash", "scfa", "lightning", "flurka", "flurka_ablation", "flurka_vs_flash", "flurka_rank")
+SUITES = ("flash", "scfa", "lightning", "flurka", "flurka_ablation", "flurka_vs_flash", "flurka_rank", "distributed")
 
 
 def main(argv: list[str]) -> None:

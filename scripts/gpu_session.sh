@@ -29,8 +29,9 @@ for what in "$@"; do
       for table in wikitext103 scfa scfa-mnist scfa-shakespeare uptrain time-budget glue lra wmt imagenet; do
         step tables python3 scripts/run_table.py "table-$table" --scale mini logger=none trainer.progress=false
       done ;;
+    scaling) step scaling python3 scripts/bench.py distributed ;;  # needs the 2-GPU kind (nvidia-h200-x2)
     table-*) step tables python3 scripts/run_table.py "$what" --scale mini logger=none trainer.progress=false ;;
-    *) echo "unknown step '$what' (tests, bench, figures, tables, table-<name>)" >&2; exit 2 ;;
+    *) echo "unknown step '$what' (tests, bench, figures, tables, table-<name>, scaling)" >&2; exit 2 ;;
   esac
 done
 [[ -d results ]] && tar czf "$OUT/results.tgz" results

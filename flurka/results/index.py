@@ -37,6 +37,7 @@ def write_index(results_root: str | Path = "results") -> Path:
     entries += [
         (f"flurka_speed/{f}", cmd, root / "flurka_speed" / f / "results.json") for f, cmd in FLURKA_FIGURES.items()
     ]
+    entries.append(("distributed", "make scaling", root / "distributed" / "results.json"))
     for name, cmd, path in entries:
         if path.exists():
             prov = json.loads(path.read_text())["provenance"]

@@ -461,7 +461,7 @@ TABLES: dict[str, TableSpec] = {
         metrics=["eval_bleu"],
         dataset={
             "smoke": "Multi30k en-de / en-fr (test fixture cut)",
-            "mini": "Multi30k en-de and en-fr (test_2016_flickr), BLEU with beam search",
+            "mini": "Multi30k en-de and en-fr; BLEU of beam search on the validation split",
             "full": "WMT14 en-de, en-fr (newstest2014)",
         },
         overrides={

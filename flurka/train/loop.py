@@ -340,6 +340,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         "tokens_per_s_per_device": tokens_per_s / info.world_size if tokens_per_s else None,
         "mfu": mfu(flops_per_token, tokens_per_s or 0.0, info.device, info.world_size),
         "world_size": info.world_size,
+        "peak_mem_gb": torch.cuda.max_memory_allocated(info.device) / 2**30 if info.device.type == "cuda" else None,
         "wall_seconds": time.perf_counter() - wall_start,
         "wandb_run_id": wandb_id,
         "run_dir": str(run_dir),
