@@ -27,7 +27,7 @@ import torch
 
 from flurka.attention import build_attention
 from flurka.bench.report import claim_for, results_path, write_figure
-from flurka.bench.timing import bench_ms
+from flurka.bench.timing import bench_device, bench_ms
 
 D_MODEL, D_K, HEAD_DIM, HEADS = 2600, 1500, 325, 8
 PAPER_NS = [7050 + 3000 * i for i in range(17)]  # 7.05k … 55.05k (the paper's grid; it quotes up to 55.5k)
@@ -129,9 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("results/flurka_speed/fig3_seqlen/results.json"),
                    help="the results JSON, or its folder; csv, png and table.md go beside it")  # fmt: skip
     args = p.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
-    if device.type == "cpu" and not args.dry_run:
-        raise SystemExit("the speed benchmark needs a GPU (use --dry-run to check it on CPU)")
+    device = bench_device(args.dry_run)
     dims = (64, 4, 24) if args.dry_run else (D_MODEL, HEADS, D_K)
     ns = [40, 70] if args.dry_run else ([7050, 31050, 55050] if args.quick else PAPER_NS)
     rows = []

@@ -20,11 +20,10 @@ import itertools
 import math
 from pathlib import Path
 
-import torch
-
 from flurka.bench.flops import FLOPS, KERNEL_OF, LayerShape, claim1_condition
 from flurka.bench.flurka import HEADS, VARIANTS, measure
 from flurka.bench.report import FLURKA, Claim, claim_for, estimate_seconds, plt_agg, speedup_over, write_figure
+from flurka.bench.timing import bench_device
 
 N_FIXED = 31050
 D_MODELS = [1024, 2048, 2600, 4096]  # d_h = 128, 256, 325, 512 at H = 8
@@ -124,9 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("results/flurka_speed/fig4_ablation"),
                    help="folder (or results JSON path) for results.json, .csv, .png and table.md")  # fmt: skip
     args = p.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
-    if device.type == "cpu" and not args.dry_run:
-        raise SystemExit("the speed benchmark needs a GPU (use --dry-run to check it on CPU)")
+    device = bench_device(args.dry_run)
     if args.dry_run:
         n, heads, d_models, d_ks = 64, 4, [32, 64], [8, 16]
     else:

@@ -15,12 +15,11 @@ import argparse
 import itertools
 from pathlib import Path
 
-import torch
-
 from flurka.bench.flops import FLOPS
 from flurka.bench.flurka import HEADS, measure
 from flurka.bench.flurka_ablation import layer_shape
 from flurka.bench.report import FLURKA, Claim, claim_for, estimate_seconds, plt_agg, speedup_over, write_figure
+from flurka.bench.timing import bench_device
 
 HEAD_DIMS = [64, 128]
 D_K = 256
@@ -77,9 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("results/flurka_speed/fig5_vs_flash"),
                    help="folder (or results JSON path) for results.json, .csv, .png and table.md")  # fmt: skip
     args = p.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
-    if device.type == "cpu" and not args.dry_run:
-        raise SystemExit("the speed benchmark needs a GPU (use --dry-run to check it on CPU)")
+    device = bench_device(args.dry_run)
     if args.dry_run:
         heads, head_dims, d_k, ns = 2, [8, 16], 8, [32, 64]
     else:

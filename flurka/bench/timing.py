@@ -44,3 +44,12 @@ def attention_tflops(ms: float, *, B: int, H: int, Nq: int, Nk: int, D: int, cau
     flops = 4.0 * B * H * Nq * Nk * D * (0.5 if causal else 1.0)
     flops *= {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}[mode]
     return flops / (ms * 1e-3) / 1e12
+
+
+def bench_device(dry_run: bool) -> torch.device:
+    """The GPU for a measurement; the CPU only for `--dry-run` (a check that the script runs, never a number)."""
+    if dry_run:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit("the speed benchmark needs a GPU (use --dry-run to check it on CPU)")
+    return torch.device("cuda")
