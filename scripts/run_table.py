@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     summaries = collect_runs(args.runs_root, group)
     rows_out, shown = table_rows(spec, summaries)
     notes = [f"Scale: {args.scale}; data: {spec.dataset.get(args.scale, '?')}; seeds: {args.seeds}."]
-    notes.append(run_sizes(summaries))
+    notes.append(run_sizes(summaries, by_task=spec.columns is not None))
     if spec.claims:
         notes.append(spec.claims(rows_out))
     out = args.out or (

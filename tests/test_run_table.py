@@ -57,7 +57,8 @@ def test_uptrain_table_starts_rows_from_the_base_checkpoint(tmp_path, monkeypatc
     up = tmp_path / "runs" / "table-uptrain-smoke" / "flurka_rnn-up25" / "seed0"
     assert json.loads((up / "summary.json").read_text())["steps"] == 5  # 25% of the smoke base's 20 steps
     assert "from_checkpoint" in (up / "config.yaml").read_text()
-    assert "flurka_rnn-up25" in (out / "table.md").read_text()
+    md = (out / "table.md").read_text()
+    assert "flurka_rnn-up25" in md and "base: 20 steps" in md and "flurka_rnn-up25: 5 steps" in md
 
 
 def load_run_table():

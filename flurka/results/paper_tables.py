@@ -58,20 +58,20 @@ def table_rows(spec: TableSpec, summaries: Rows) -> tuple[Rows, list[str]]:
     return rows, spec.shown_metrics(rows)
 
 
-def run_sizes(summaries: Rows) -> str:
-    """What each kind of run did: steps, training tokens and sequence length (per task prefix when they differ)."""
-    kinds: dict[str, set[tuple]] = {}
+def run_sizes(summaries: Rows, by_task: bool = False) -> str:
+    """What the runs did: steps, training tokens and sequence length — once if every run did the same, else per
+    row (per task prefix in a task × variant table)."""
+    sizes: dict[str, tuple] = {}
     for s in summaries:
-        prefix = s["name"].partition("-")[0] if "-" in s["name"] else "all"
-        kinds.setdefault(prefix, set()).add((s.get("steps"), s.get("tokens_seen"), s.get("seq_len")))
-    parts = []
-    for prefix, sizes in kinds.items():
-        for steps, tokens, seq_len in sorted(sizes, key=str):
-            label = "" if len(kinds) == 1 else f"{prefix}: "
-            parts.append(f"{label}{steps} steps, {tokens or 0:,} training tokens, sequence length {seq_len}")
-    if len(kinds) == 1 and len(parts) == 1:
-        return f"Per run: {parts[0]}."
-    return "Per run: " + "; ".join(dict.fromkeys(parts)) + "."
+        key = split_row(s["name"])[0] if by_task else s["name"]
+        sizes.setdefault(key, (s.get("steps"), s.get("tokens_seen") or 0, s.get("seq_len")))
+
+    def fmt(size: tuple) -> str:
+        return f"{size[0]} steps, {size[1]:,} training tokens, sequence length {size[2]}"
+
+    if len(set(sizes.values())) == 1:
+        return f"Per run: {fmt(next(iter(sizes.values())))}."
+    return "Per run: " + "; ".join(f"{key}: {fmt(size)}" for key, size in sizes.items()) + "."
 
 
 def split_row(name: str) -> tuple[str, str]:
