@@ -71,3 +71,11 @@ def test_experiment_composes_and_builds(experiment):
         model = instantiate(cfg.model, **kwargs, attention=instantiate(cfg.attention))
         assert hydra.utils.get_class(cfg.model._target_).causal == model.causal
         model(**batch)["loss"].backward()
+
+
+def test_full_scale_swaps_in_the_papers_models_and_data():
+    """A table's full-scale overrides beat the row file's choices: BERT-base (post-LN) for GLUE, ImageNet for ViT."""
+    glue = compose(["experiment=table-glue/cola-eva", *table_overrides("table-glue", "cola-eva", "full")])
+    assert (glue.model.norm, glue.model.n_layers, glue.task.task) == ("post", 12, "cola")
+    imagenet = compose(["experiment=table-imagenet/eva", *table_overrides("table-imagenet", "eva", "full")])
+    assert imagenet.task._target_.endswith("build_imagenet") and imagenet.model.patch_size == 16
