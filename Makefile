@@ -67,13 +67,13 @@ scaling: install ## issue 9: 1 vs 2 GPUs, DDP and FSDP, crash + resume -> result
 table-wikitext103: install ## FLuRKA LM table: GPT with every causal variant (mini: WikiText-2)
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
-table-scfa: install ## SCFA table: hash / QK-drop sparse attention vs flash at long context
+table-scfa: install ## SCFA table: hash / QK-drop vs flash, GPT at 8k tokens (mini: WikiText-2; full: OpenWebText2)
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
 table-scfa-mnist: install ## SCFA table on autoregressive MNIST (784 pixels): bits/dim and speed vs flash
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
-table-scfa-shakespeare: install ## SCFA table on character-level tiny-shakespeare at 8k bytes: bits/char, speed
+table-scfa-shakespeare: install ## SCFA table, char-level LM at 8k bytes: bits/char, speed (mini: tiny-shakespeare; full: enwik8)
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
 table-uptrain: install ## FLuRKA up-training: full-attention GPT swapped to each FLuRKA / kernel method vs scratch
