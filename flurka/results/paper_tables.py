@@ -303,10 +303,10 @@ TASK_SCALE_OVERRIDES: dict[str, dict[str, list[str]]] = {
             "mini": [
                 "task.seq_len=64",
                 "task.vocab_size=8000",
-                "trainer.max_steps=3000",
+                "trainer.max_steps=2000",
                 "trainer.batch_size=64",
                 "trainer.lr=1e-3",
-                "task.bleu_examples=1000",
+                "task.bleu_examples=500",
             ],
         }
         for pair in MINI_ONLY["table-wmt"]
