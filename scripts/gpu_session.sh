@@ -5,8 +5,8 @@
 #   device run (carry [".device"]):  source .device/env.sh && bash scripts/gpu_session.sh tests bench
 #
 # Steps (any order, any subset): tests (GPU-tier pytest), bench (every speed suite, --quick), figures (FLuRKA
-# Figs. 1/4/5), tables (every paper table at SCALE=mini; one call holds ~10 minutes, so name tables one by one:
-# table-glue, table-lra, ...). Each step logs to $OUT/<step>.log; results/ comes back
+# Figs. 1/4/5), tables (every paper table at SCALE=mini; one call holds ~10 minutes, so name tables one by one,
+# table-glue, ..., or parts of one: table-glue@pretrain-full,cola-full,sst2-full). Each step logs to $OUT/<step>.log; results/ comes back
 # as $OUT/results.tgz (unpack it at the repository root, then commit: the files carry their own provenance).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
@@ -30,9 +30,15 @@ for what in "$@"; do
         step tables python3 scripts/run_table.py "table-$table" --scale mini logger=none trainer.progress=false
       done ;;
     scaling) step scaling python3 scripts/bench.py distributed ;;  # needs the 2-GPU kind (nvidia-h200-x2)
-    table-*) step tables python3 scripts/run_table.py "$what" --scale mini logger=none trainer.progress=false ;;
+    table-*)  # table-<name> or table-<name>@row1,row2 (a part of a table; the others' runs are kept)
+      rows=${what#*@}; [[ $rows == "$what" ]] && rows=""
+      step tables python3 scripts/run_table.py "${what%%@*}" --scale mini ${rows:+--rows "$rows"} \
+        logger=none trainer.progress=false ;;
     *) echo "unknown step '$what' (tests, bench, figures, tables, table-<name>, scaling)" >&2; exit 2 ;;
   esac
 done
 [[ -d results ]] && tar czf "$OUT/results.tgz" results
+# the run folders without checkpoints: `scripts/make_table.py <table>-mini` rebuilds a table from runs of
+# several calls once they are unpacked here
+[[ -d runs ]] && tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=wandb runs
 exit $status

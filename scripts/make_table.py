@@ -16,15 +16,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from flurka.results.paper_tables import TABLES, TableSpec, table_rows
+from flurka.results.index import write_index
+from flurka.results.paper_tables import TABLES, find_table, table_notes, table_rows
 from flurka.results.tables import aggregate, collect_runs, collect_wandb, write_table
-
-
-def paper_table(group: str) -> TableSpec | None:
-    for name, spec in TABLES.items():
-        if group == name or group in (f"{name}-{scale}" for scale in ("smoke", "mini", "full")):
-            return spec
-    return None
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -33,7 +27,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--metrics", nargs="+", help="default: the paper table's, else eval_loss tokens_per_s")
     p.add_argument("--from-wandb", metavar="ENTITY/PROJECT", help="read the group's finished runs from W&B")
-    p.add_argument("--out", type=Path, help="default: results/<group>")
+    p.add_argument("--out", type=Path, help="default: results/<table> for a paper table's group, else results/<group>")
     p.add_argument("--title")
     p.add_argument("--notes", default="", help="a paragraph placed under the table")
     args = p.parse_args(argv)
@@ -43,16 +37,18 @@ def main(argv: list[str] | None = None) -> Path:
     if not summaries:
         where = f"W&B {args.from_wandb}" if args.from_wandb else f"{args.runs_root}/{args.group}/*/seed*/summary.json"
         raise SystemExit(f"no finished runs found in {where}")
-    spec = paper_table(args.group)
-    if spec is not None and not args.metrics:
+    table = find_table(args.group)
+    if table is not None and not args.metrics:
+        spec = TABLES[table[0]]
         rows, shown = table_rows(spec, summaries)
-        notes = "\n\n".join(n for n in (args.notes, spec.claims(rows) if spec.claims else "") if n)
+        notes = "\n\n".join(n for n in (args.notes, table_notes(spec, summaries, rows, table[1])) if n)
         title, paper = args.title or spec.title, spec.paper
     else:
         shown = args.metrics or ["eval_loss", "tokens_per_s"]
         rows, notes, title, paper = aggregate(summaries, shown), args.notes, args.title or args.group, None
+    default_out = Path("results") / (table[0] if table else args.group)
     out = write_table(
-        args.out or Path("results") / args.group,
+        args.out or default_out,
         rows,
         shown,
         title=title,
@@ -60,6 +56,8 @@ def main(argv: list[str] | None = None) -> Path:
         paper=paper,
         command="python scripts/make_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
     )
+    if args.out is None and table is not None and table[1] == "mini":
+        write_index()  # results/README.md lists the table
     print((out / "table.md").read_text())
     return out
 

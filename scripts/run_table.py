@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from flurka.results.index import write_index
-from flurka.results.paper_tables import TABLES, run_sizes, table_rows
+from flurka.results.paper_tables import TABLES, table_notes, table_rows
 from flurka.results.tables import collect_runs, write_table
 from flurka.train.loop import train
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("table", choices=sorted(TABLES))
     p.add_argument("--scale", default="smoke", choices=["smoke", "mini", "full"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--rows", help="a comma-separated subset of rows (default: all)")
+    p.add_argument("--rows", help="a comma-separated subset of rows (default: all); other rows' runs are kept")
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--out", type=Path, help="default: results/<table> (smoke: runs/<table>-smoke-table)")
     p.add_argument("--gpus", type=int, default=8, help="full scale: processes per torchrun command")
@@ -63,7 +63,14 @@ def main(argv: list[str] | None = None) -> Path | None:
                 cmd = [*launcher, f"experiment={args.table}/{row}", *common, *extra, *args.overrides, f"seed={seed}"]
                 print(" ".join(shlex.quote(c) for c in cmd))
         return None
-    shutil.rmtree(Path(args.runs_root) / group, ignore_errors=True)  # a table is rebuilt from fresh runs
+    # A table is rebuilt from fresh runs. With --rows only those rows are rerun and the group's other rows are
+    # kept, so a table too long for one sitting (or one GPU call) is built over several; each row's summary
+    # carries its own commit.
+    if args.rows:
+        for row in rows:
+            shutil.rmtree(Path(args.runs_root) / group / row, ignore_errors=True)
+    else:
+        shutil.rmtree(Path(args.runs_root) / group, ignore_errors=True)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for row in rows:
             for seed in args.seeds:
@@ -74,17 +81,21 @@ def main(argv: list[str] | None = None) -> Path | None:
                 train(compose("train", overrides=overrides))
     summaries = collect_runs(args.runs_root, group)
     rows_out, shown = table_rows(spec, summaries)
-    notes = [f"Scale: {args.scale}; data: {spec.dataset.get(args.scale, '?')}; seeds: {args.seeds}."]
-    notes.append(run_sizes(summaries, by_task=spec.columns is not None))
-    if spec.claims:
-        notes.append(spec.claims(rows_out))
     out = args.out or (
         Path("results") / args.table if args.scale == "mini" else Path(args.runs_root) / f"{group}-table"
     )
     cmd = "python scripts/run_table.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    write_table(out, rows_out, shown, title=spec.title, notes="\n\n".join(notes), paper=spec.paper, command=cmd)
+    write_table(
+        out,
+        rows_out,
+        shown,
+        title=spec.title,
+        notes=table_notes(spec, summaries, rows_out, args.scale),
+        paper=spec.paper,
+        command=cmd,
+    )
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md
     print((out / "table.md").read_text())

@@ -143,3 +143,16 @@ def test_task_tables_at_smoke_scale(table, rows, line, column, tmp_path, monkeyp
     data = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert column in data[line] and 0 <= data[line][column] <= 100
     assert "Scale: smoke" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_table_built_over_several_calls_keeps_the_rows_run_before(tmp_path, monkeypatch):
+    """--rows reruns only those rows: a table too long for one GPU call is built in parts."""
+    use_fixture_corpora(monkeypatch)
+    monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))
+    run_table = load_run_table()
+    common = ["--scale", "smoke", "--runs-root", str(tmp_path / "runs"), "trainer.max_steps=2"]
+    run_table.main(["table-imagenet", "--rows", "full", *common])
+    out = run_table.main(["table-imagenet", "--rows", "linear", *common])
+    names = {r["name"] for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert names == {"full", "linear"}

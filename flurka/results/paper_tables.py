@@ -58,6 +58,27 @@ def table_rows(spec: TableSpec, summaries: Rows) -> tuple[Rows, list[str]]:
     return rows, spec.shown_metrics(rows)
 
 
+def table_notes(spec: TableSpec, summaries: Rows, rows: Rows, scale: str) -> str:
+    """The paragraphs under a table: scale, data actually used, seeds, run sizes, and the claim check."""
+    seeds = sorted({s.get("seed", 0) for s in summaries})
+    notes = [f"Scale: {scale}; data: {spec.dataset.get(scale, '?')}; seeds: {seeds}."]
+    notes.append(run_sizes(summaries, by_task=spec.columns is not None))
+    if spec.claims:
+        notes.append(spec.claims(rows))
+    return "\n\n".join(notes)
+
+
+def find_table(group: str) -> tuple[str, str] | None:
+    """`table-glue-mini` -> ("table-glue", "mini"), `table-glue` -> ("table-glue", "mini"); None for other groups."""
+    for name in sorted(TABLES, key=len, reverse=True):  # table-scfa-mnist before table-scfa
+        if group == name:
+            return name, "mini"
+        for scale in ("smoke", "mini", "full"):
+            if group == f"{name}-{scale}":
+                return name, scale
+    return None
+
+
 def run_sizes(summaries: Rows, by_task: bool = False) -> str:
     """What the runs did: steps, training tokens and sequence length — once if every run did the same, else per
     row (per task prefix in a task × variant table)."""
