@@ -141,8 +141,8 @@ def flurka_vs_constituents(metric: str, lower_is_better: bool = True) -> Callabl
             if flurka in r and kernel in r and metric in r[flurka] and metric in r[kernel]:
                 a, b = r[flurka][metric], r[kernel][metric]
                 rel = (a - b) / abs(b) * 100
-                better = (a < b) == lower_is_better
-                lines.append(f"- {flurka} {a:.3f} vs {kernel} {b:.3f}: {rel:+.1f}% ({'better' if better else 'worse'})")
+                verdict = "equal" if a == b else "better" if (a < b) == lower_is_better else "worse"
+                lines.append(f"- {flurka} {a:.3f} vs {kernel} {b:.3f}: {rel:+.1f}% ({verdict})")
         if "full" in r and metric in r["full"]:
             lines.append(f"- full attention: {r['full'][metric]:.3f}")
         return "\n".join(lines)
