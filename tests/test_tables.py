@@ -74,3 +74,21 @@ def test_task_by_variant_table_pivots_one_line_per_variant(tmp_path):
     md = (out / "table.md").read_text()
     assert "| full | 2 | 25.000 ± 7.071 | 60.000 ± 14.142 | 41.000 ± 1.414 | 42.500 |" in md
     assert "QQP" not in md
+
+
+def test_claim_paragraph_reports_each_flurka_against_its_kernel_method():
+    from flurka.results.paper_tables import flurka_vs_constituents
+
+    rows = [
+        {"name": "performer", "acc": 0.50},
+        {"name": "flurka_performer", "acc": 0.55},
+        {"name": "linear", "acc": 0.40},
+        {"name": "flurka_rnn", "acc": 0.40},
+        {"name": "eva", "acc": 0.60},
+        {"name": "flurka_eva", "acc": 0.45},
+    ]
+    text = flurka_vs_constituents("acc", lower_is_better=False)(rows)
+    assert "flurka_performer 0.550 vs performer 0.500: +10.0% (better)" in text
+    assert "flurka_rnn 0.400 vs linear 0.400: +0.0% (equal)" in text
+    assert "flurka_eva 0.450 vs eva 0.600: -25.0% (worse)" in text
+    assert "(better)" in flurka_vs_constituents("acc")([rows[0], {"name": "flurka_performer", "acc": 0.4}])
