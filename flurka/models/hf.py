@@ -238,6 +238,68 @@ def vit_from_hf(hf_state_dict: dict[str, torch.Tensor], config: Any) -> dict[str
 
 # ---------------------------------------------------------------------------------------------- loading
 FAMILIES = ("gpt2", "bert", "vit")
+KWARGS = {"gpt2": gpt2_kwargs, "bert": bert_kwargs, "vit": vit_kwargs}
+CONVERT = {"gpt2": gpt2_from_hf, "bert": bert_from_hf, "vit": vit_from_hf}
+
+
+def pretrained_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A local Hugging Face GPT-2 / BERT / ViT folder -> (its weights in our names, the constructor arguments
+    of ours that compute the same function). For up-training (`init.mode=from_pretrained`): the training loop
+    builds the model from its own config, checks it against these arguments and loads the weights with
+    `transfer_weights` (a new attention variant's own parameters and a new task head start fresh)."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    family = {"gpt2": "gpt2", "bert": "bert", "vit": "vit"}.get(config.model_type)
+    if family is None:
+        raise ValueError(f"{path}: model_type {config.model_type!r} is not one of {', '.join(FAMILIES)}")
+    hf_model = _hf_class(family, config).from_pretrained(path, local_files_only=True)
+    return CONVERT[family](hf_model.state_dict(), config), KWARGS[family](config)
+
+
+# set by the task (shapes are checked when the weights load) or by the task head, not by the checkpoint
+TASK_KWARGS = ("vocab_size", "max_len", "head", "num_labels", "num_classes", "image_size", "channels")
+
+
+def config_mismatches(model_cfg: dict[str, Any], pretrained_kwargs: dict[str, Any]) -> list[str]:
+    """Where the run's model config would compute another function than the checkpoint (heads, activation,
+    LayerNorm order or eps, widths...), as `key: ours vs checkpoint's` lines. Shapes alone would miss most."""
+    d_model = model_cfg.get("d_model")
+    ours = {**model_cfg, "d_ff": model_cfg.get("d_ff") or (4 * d_model if d_model else None)}
+    theirs = {**pretrained_kwargs}
+    if theirs.get("d_ff") is None and theirs.get("d_model"):
+        theirs["d_ff"] = 4 * theirs["d_model"]  # GPT-2's n_inner=None means 4 × width
+    defaults = {"norm": "pre", "activation": "gelu", "layer_norm_eps": 1e-5, "positional": "learned", "bias": True}
+    out = []
+    for key, value in theirs.items():
+        if key in TASK_KWARGS:
+            continue
+        mine = ours.get(key, defaults.get(key))
+        if mine != value and not (isinstance(mine, float) and isinstance(value, float) and abs(mine - value) < 1e-15):
+            out.append(f"model.{key}: {mine!r} vs the checkpoint's {value!r}")
+    return out
+
+
+def fit_positions(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint with more learned positions than the run uses (GPT-2: 1024) keeps the first max_len rows;
+    positions past them would never be read. Fewer positions than the run needs stay an error (shape check)."""
+    key = "pos_emb.weight"
+    if key in state and key in own and state[key].shape[0] > own[key].shape[0]:
+        state = {**state, key: state[key][: own[key].shape[0]]}
+    return state
+
+
+def _hf_class(family: str, config: Any) -> type:
+    """The transformers class that holds all of a checkpoint's tensors (its head too, where we have one)."""
+    import transformers
+
+    arch = (config.architectures or [""])[0]
+    if family == "gpt2":
+        return transformers.GPT2Model if arch == "GPT2Model" else transformers.GPT2LMHeadModel
+    if family == "bert":
+        known = ("BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification")
+        return getattr(transformers, arch) if arch in known else transformers.BertModel
+    return transformers.ViTForImageClassification if arch == "ViTForImageClassification" else transformers.ViTModel
 
 
 def load_pretrained(model_family: str, path: str | Path, **overrides: Any) -> nn.Module:
@@ -252,26 +314,14 @@ def load_pretrained(model_family: str, path: str | Path, **overrides: Any) -> nn
     if model_family not in FAMILIES:
         raise ValueError(f"unknown model family {model_family!r}; valid: {', '.join(FAMILIES)}")
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    arch = (config.architectures or [""])[0]
-    if model_family == "gpt2":
-        from flurka.models.gpt import GPT
+    from flurka.models.bert import BERT
+    from flurka.models.gpt import GPT
+    from flurka.models.vit import ViT
 
-        hf_cls = transformers.GPT2LMHeadModel if arch != "GPT2Model" else transformers.GPT2Model
-        kwargs, convert, build, head_keys = gpt2_kwargs(config), gpt2_from_hf, GPT, ()
-    elif model_family == "bert":
-        from flurka.models.bert import BERT
-
-        known = ("BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification")
-        hf_cls = getattr(transformers, arch) if arch in known else transformers.BertModel
-        kwargs, convert, build = bert_kwargs(config), bert_from_hf, BERT
-        head_keys = ("mlm_", "pooler.", "classifier.")
-    else:
-        from flurka.models.vit import ViT
-
-        classifier = arch == "ViTForImageClassification"
-        hf_cls = transformers.ViTForImageClassification if classifier else transformers.ViTModel
-        kwargs, convert, build, head_keys = vit_kwargs(config), vit_from_hf, ViT, ("head.",)
-    hf_model = hf_cls.from_pretrained(path, local_files_only=True)
+    build = {"gpt2": GPT, "bert": BERT, "vit": ViT}[model_family]
+    kwargs, convert = KWARGS[model_family](config), CONVERT[model_family]
+    head_keys = tuple(getattr(build, "task_head_prefixes", ()))  # the task head may differ from the checkpoint's
+    hf_model = _hf_class(model_family, config).from_pretrained(path, local_files_only=True)
     state = convert(hf_model.state_dict(), config)
     model = build(**{**kwargs, **overrides})
     own = model.state_dict()

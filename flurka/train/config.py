@@ -36,8 +36,8 @@ class TrainerConfig:
 
 @dataclass
 class InitConfig:
-    mode: str = "scratch"  # scratch | resume | from_checkpoint
-    path: str | None = None  # resume: a checkpoint (default: the run's latest); from_checkpoint: required
+    mode: str = "scratch"  # scratch | resume | from_checkpoint | from_pretrained (a local Hugging Face folder)
+    path: str | None = None  # resume: a checkpoint (default: the run's latest); the other two: required
     freeze_steps: int = 0  # up-training: train only the new attention parameters for this many steps
 
 

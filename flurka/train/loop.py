@@ -43,6 +43,23 @@ def _instantiate(node: dict[str, Any], **kwargs):
     return instantiate(node, **kwargs)
 
 
+INIT_MODES = ("scratch", "resume", "from_checkpoint", "from_pretrained")
+
+
+def _pretrained_weights(path: str, model_cfg: dict[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Hugging Face weights for `model`, after checking that the run's model config computes the same function."""
+    from flurka.models.hf import config_mismatches, fit_positions, pretrained_weights
+
+    weights, kwargs = pretrained_weights(path)
+    mismatches = config_mismatches(model_cfg, kwargs)
+    if mismatches:
+        raise ValueError(
+            f"model config does not match the checkpoint in {path}; set these (or pick its size config, e.g. "
+            "model=gpt2_small / bert_base / vit_base):\n  " + "\n  ".join(mismatches)
+        )
+    return fit_positions(weights, model.state_dict())
+
+
 def run_dir_for(cfg: dict[str, Any], attention: str, model: str, task: str) -> Path:
     """runs/<group>/<name>/seed<seed>: a function of the config only (no timestamps), so every rank agrees."""
     if cfg.get("run_dir"):
@@ -107,8 +124,8 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     c = _to_container(cfg)
     t = from_mapping(TrainerConfig, c.get("trainer"), "trainer")
     init = from_mapping(InitConfig, c.get("init"), "init")
-    if init.mode not in ("scratch", "resume", "from_checkpoint"):
-        raise ValueError(f"init.mode must be scratch, resume or from_checkpoint; got {init.mode!r}")
+    if init.mode not in INIT_MODES:
+        raise ValueError(f"init.mode must be one of {', '.join(INIT_MODES)}; got {init.mode!r}")
     if t.strategy not in ("ddp", "fsdp"):
         raise ValueError(f"trainer.strategy must be 'ddp' or 'fsdp'; got {t.strategy!r}")
     info = dist.setup(t.device)
@@ -146,10 +163,15 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         start_step, best = int(state["step"]), float(state["meta"].get("best_eval_loss", math.inf))
         train_seconds = float(state["meta"].get("train_seconds", 0.0))
         wandb_id = state["meta"].get("wandb_run_id")
-    elif init.mode == "from_checkpoint":
+    elif init.mode in ("from_checkpoint", "from_pretrained"):
         if not init.path:
-            raise ValueError("init.mode=from_checkpoint needs init.path=<checkpoint file>")
-        report = transfer_weights(model, load_checkpoint(Path(init.path), info.device)["model"])
+            raise ValueError(f"init.mode={init.mode} needs init.path=<checkpoint file or Hugging Face folder>")
+        weights = (
+            load_checkpoint(Path(init.path), info.device)["model"]
+            if init.mode == "from_checkpoint"
+            else _pretrained_weights(init.path, c["model"], model)
+        )
+        report = transfer_weights(model, weights)
         new_params = set(report.new)
         if info.is_main:
             print(f"[flurka] up-training from {init.path}: {report.summary()}")
