@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from flurka.results.index import write_index
-from flurka.results.paper_tables import TABLES, find_table, table_notes, table_rows
+from flurka.results.paper_tables import TABLES, find_table
+from flurka.results.table_spec import table_notes, table_rows
 from flurka.results.tables import aggregate, collect_runs, collect_wandb, write_table
 
 

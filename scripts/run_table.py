@@ -16,7 +16,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from flurka.results.index import write_index
-from flurka.results.paper_tables import TABLES, table_notes, table_rows
+from flurka.results.paper_tables import TABLES
+from flurka.results.table_spec import table_notes, table_rows
 from flurka.results.tables import collect_runs, write_table
 from flurka.train.loop import train
 

@@ -77,7 +77,7 @@ def test_task_by_variant_table_pivots_one_line_per_variant(tmp_path):
 
 
 def test_claim_paragraph_reports_each_flurka_against_its_kernel_method():
-    from flurka.results.paper_tables import flurka_vs_constituents
+    from flurka.results.claims import flurka_vs_constituents
 
     rows = [
         {"name": "performer", "acc": 0.50},

@@ -1,0 +1,114 @@
+"""What a paper table is made of: its spec (rows' settings per scale, metrics, claim check) and the steps from
+run summaries to the table's rows — aggregated over seeds, pivoted to one line per variant for task × variant
+tables — and the notes under it. The tables themselves are in `paper_tables.py`, their claims in `claims.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One task column of a task × variant table. Rows of such a table are named `<task>-<variant>`; the
+    table shows one line per variant and one column per task: `metric` of the `<task>-*` rows."""
+
+    task: str  # the row-name prefix (conf/experiment/<table>/<task>-<variant>.yaml)
+    metric: str  # the summary key, e.g. eval_matthews
+    label: str  # the column header, e.g. "CoLA (MCC)"
+    percent: bool = True  # ×100, as the papers print accuracies and correlations
+    in_avg: bool = True  # counts toward the "avg" column
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    title: str
+    metrics: list[str]
+    dataset: dict[str, str]  # scale -> what data the run actually used
+    overrides: dict[str, list[str]] = field(default_factory=dict)  # scale -> Hydra overrides for every row
+    paper: dict[str, dict[str, float]] | None = None
+    claims: Callable[[Rows], str] | None = None
+    row_overrides: Callable[[str, str], list[str]] | None = None  # (row, scale) -> overrides for that row
+    columns: list[Column] | None = None  # a task × variant table (metrics then lists the summary keys read)
+    row_filter: Callable[[str, str], bool] | None = None  # (row, scale) -> does the row run at this scale
+
+    def shown_metrics(self, rows: Rows) -> list[str]:
+        """The table's columns: the metrics, or the task columns that have numbers and their average."""
+        if not self.columns:
+            return self.metrics
+        return [c.label for c in self.columns if any(c.label in r for r in rows)] + ["avg"]
+
+    def rows(self, aggregated: Rows) -> Rows:
+        """Aggregated run rows -> the table's rows (pivoted to one line per variant for task × variant tables)."""
+        return pivot(aggregated, self.columns) if self.columns else aggregated
+
+
+def table_rows(spec: TableSpec, summaries: Rows) -> tuple[Rows, list[str]]:
+    """Run summaries -> (the table's rows, the columns to show): aggregated over seeds, pivoted if the table is
+    task × variant. Both scripts that build tables (run_table.py, make_table.py) go through here."""
+    from flurka.results.tables import aggregate
+
+    rows = spec.rows(aggregate(summaries, spec.metrics))
+    return rows, spec.shown_metrics(rows)
+
+
+def table_notes(spec: TableSpec, summaries: Rows, rows: Rows, scale: str) -> str:
+    """The paragraphs under a table: scale, data actually used, seeds, run sizes, and the claim check."""
+    seeds = sorted({s.get("seed", 0) for s in summaries})
+    notes = [f"Scale: {scale}; data: {spec.dataset.get(scale, '?')}; seeds: {seeds}."]
+    notes.append(run_sizes(summaries, by_task=spec.columns is not None))
+    if spec.claims:
+        notes.append(spec.claims(rows))
+    return "\n\n".join(notes)
+
+
+def run_sizes(summaries: Rows, by_task: bool = False) -> str:
+    """What the runs did: steps, training tokens and sequence length — once if every run did the same, else per
+    row (per task prefix in a task × variant table)."""
+    sizes: dict[str, tuple] = {}
+    for s in summaries:
+        key = split_row(s["name"])[0] if by_task else s["name"]
+        sizes.setdefault(key, (s.get("steps"), s.get("tokens_seen") or 0, s.get("seq_len")))
+
+    def fmt(size: tuple) -> str:
+        return f"{size[0]} steps, {size[1]:,} training tokens, sequence length {size[2]}"
+
+    if len(set(sizes.values())) == 1:
+        return f"Per run: {fmt(next(iter(sizes.values())))}."
+    return "Per run: " + "; ".join(f"{key}: {fmt(size)}" for key, size in sizes.items()) + "."
+
+
+def split_row(name: str) -> tuple[str, str]:
+    """`mrpc-flurka_rnn` -> ("mrpc", "flurka_rnn"). Task and variant names never contain '-'."""
+    task, sep, variant = name.partition("-")
+    if not sep:
+        raise ValueError(f"row {name!r} of a task × variant table must be named <task>-<variant>")
+    return task, variant
+
+
+def pivot(rows: Rows, columns: list[Column]) -> Rows:
+    """One row per variant: each task's metric (mean, and std over seeds) under its column label, and `avg`
+    over the `in_avg` columns when the variant has all of them. Rows of tasks with no column are dropped."""
+    by_task = {c.task: c for c in columns}
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        task, variant = split_row(row["name"])
+        col = by_task.get(task)
+        if col is None:
+            continue
+        line = out.setdefault(variant, {"name": variant, "attention": variant, "n_seeds": row["n_seeds"]})
+        line["n_seeds"] = min(line["n_seeds"], row["n_seeds"])
+        if col.metric in row:
+            factor = 100.0 if col.percent else 1.0
+            line[col.label] = row[col.metric] * factor
+            line[f"{col.label}_std"] = row.get(f"{col.metric}_std", 0.0) * factor
+    ran = {label for line in out.values() for label in line}  # tasks not run at this scale are not averaged
+    averaged = [c.label for c in columns if c.in_avg and c.label in ran]
+    for line in out.values():
+        if averaged and all(label in line for label in averaged):
+            line["avg"] = sum(line[label] for label in averaged) / len(averaged)
+    return list(out.values())
