@@ -92,3 +92,14 @@ def test_claim_paragraph_reports_each_flurka_against_its_kernel_method():
     assert "flurka_rnn 0.400 vs linear 0.400: +0.0% (equal)" in text
     assert "flurka_eva 0.450 vs eva 0.600: -25.0% (worse)" in text
     assert "(better)" in flurka_vs_constituents("acc")([rows[0], {"name": "flurka_performer", "acc": 0.4}])
+
+
+def test_a_task_can_fill_several_columns():
+    """MNLI reports matched and mismatched accuracy: two columns from one row, both in the average."""
+    from flurka.results.paper_tables import GLUE_COLUMNS
+    from flurka.results.table_spec import pivot
+
+    rows = [{"name": "mnli-full", "n_seeds": 1, "eval_accuracy": 0.70, "eval_accuracy_mm": 0.72}]
+    (line,) = pivot(rows, GLUE_COLUMNS)
+    assert line["MNLI-m (acc)"] == pytest.approx(70.0) and line["MNLI-mm (acc)"] == pytest.approx(72.0)
+    assert line["avg"] == pytest.approx(71.0)

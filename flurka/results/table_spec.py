@@ -91,21 +91,22 @@ def split_row(name: str) -> tuple[str, str]:
 
 
 def pivot(rows: Rows, columns: list[Column]) -> Rows:
-    """One row per variant: each task's metric (mean, and std over seeds) under its column label, and `avg`
-    over the `in_avg` columns when the variant has all of them. Rows of tasks with no column are dropped."""
-    by_task = {c.task: c for c in columns}
+    """One row per variant: each task's metrics (mean, and std over seeds) under their column labels (a task may
+    have several, e.g. MNLI matched and mismatched), and `avg` over the `in_avg` columns when the variant has
+    all of them. Rows of tasks with no column are dropped."""
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         task, variant = split_row(row["name"])
-        col = by_task.get(task)
-        if col is None:
+        cols = [c for c in columns if c.task == task]
+        if not cols:
             continue
         line = out.setdefault(variant, {"name": variant, "attention": variant, "n_seeds": row["n_seeds"]})
         line["n_seeds"] = min(line["n_seeds"], row["n_seeds"])
-        if col.metric in row:
-            factor = 100.0 if col.percent else 1.0
-            line[col.label] = row[col.metric] * factor
-            line[f"{col.label}_std"] = row.get(f"{col.metric}_std", 0.0) * factor
+        for col in cols:
+            if col.metric in row:
+                factor = 100.0 if col.percent else 1.0
+                line[col.label] = row[col.metric] * factor
+                line[f"{col.label}_std"] = row.get(f"{col.metric}_std", 0.0) * factor
     ran = {label for line in out.values() for label in line}  # tasks not run at this scale are not averaged
     averaged = [c.label for c in columns if c.in_avg and c.label in ran]
     for line in out.values():
