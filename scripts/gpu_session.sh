@@ -20,7 +20,9 @@ step() {  # step NAME CMD...: run, log, remember failure, continue with the next
 }
 for what in "$@"; do
   case $what in
-    tests) step tests python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops tests/attention tests/train ;;
+    tests)  # correctness over many shapes: one kernel config each, no autotuning time (the benchmarks tune)
+      step tests env FLURKA_FLASH_TUNE=first FLURKA_AUTOTUNE=0 \
+        python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops tests/attention tests/train ;;
     bench)
       for suite in flash scfa lightning flurka; do step bench python3 scripts/bench.py "$suite" --quick; done ;;
     figures)
