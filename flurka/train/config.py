@@ -22,6 +22,7 @@ class TrainerConfig:
     eval_every: int = 100
     eval_batches: int = 20
     eval_batch_size: int | None = None
+    test_at_end: bool = False  # also evaluate the final model on the task's test split (summary: test_*)
     log_every: int = 10
     checkpoint_every: int = 0  # 0: only at the end
     keep_last_k: int = 2

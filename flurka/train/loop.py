@@ -135,6 +135,9 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         torch.use_deterministic_algorithms(True)
 
     task = _instantiate(c["task"])
+    if t.test_at_end and "test" not in getattr(task, "splits", {}):  # say so now, not after the training
+        raise ValueError(f"trainer.test_at_end: task {task.name} has no test split here (its splits: "
+                         f"{', '.join(getattr(task, 'splits', {})) or 'train and valid only'})")  # fmt: skip
     attention = _instantiate(c["attention"])
     model = _instantiate(c["model"], **task.model_kwargs(), attention=attention)
     if getattr(task, "causal", False) and not getattr(model, "causal", False):
@@ -342,6 +345,10 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         if final:
             break
     bar.close()
+    test_eval: dict[str, float] = {}
+    if t.test_at_end:  # the final model, on data no choice was made on (the papers' LRA/WMT numbers are test)
+        test_eval = evaluate(model, task, "test", t, info, autocast, shard=not fsdp)
+        logger.log({f"test/{k}": v for k, v in test_eval.items()}, done)
 
     tokens_per_s = timed_tokens / timed_seconds if timed_seconds > 0 else None
     summary = {
@@ -357,6 +364,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         "params": sum(p.numel() for p in raw_model.parameters()),
         "final_train_loss": train_loss,
         **{f"eval_{k}": v for k, v in last_eval.items()},
+        **{f"test_{k}": v for k, v in test_eval.items()},
         "best_eval_loss": best,
         "tokens_per_s": tokens_per_s,
         "tokens_per_s_per_device": tokens_per_s / info.world_size if tokens_per_s else None,

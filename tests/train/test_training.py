@@ -225,3 +225,30 @@ def test_time_budget_stops_training_and_is_reported(tmp_path):
     assert summary["train_seconds"] < 1.0 + 5.0  # stops at the first step past the budget
     assert math.isfinite(summary["eval_loss"])  # the final evaluation still runs
     assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == summary["steps"]
+
+
+def test_test_split_is_evaluated_at_the_end_when_asked(tmp_path):
+    """trainer.test_at_end: the final model is also scored on the test split (LRA and WMT report test numbers);
+    the test loss differs from the validation loss, so it really is another split."""
+    run_dir = tmp_path / "run"
+    summary = train(compose([*SMOKE, "trainer.max_steps=3", "trainer.test_at_end=true", f"run_dir={run_dir}"]))
+    assert math.isfinite(summary["test_loss"]) and summary["test_loss"] != summary["eval_loss"]
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["test_bpc"] == pytest.approx(summary["test_loss"] / math.log(2))
+
+
+def test_test_at_end_without_a_test_split_stops_before_training(tmp_path, monkeypatch):
+    import flurka.train.loop as loop
+
+    build = loop._instantiate
+
+    def without_test(node, **kwargs):
+        obj = build(node, **kwargs)
+        if hasattr(obj, "splits"):
+            obj.splits.pop("test", None)
+        return obj
+
+    monkeypatch.setattr(loop, "_instantiate", without_test)
+    with pytest.raises(ValueError, match="has no test split"):
+        train(compose([*SMOKE, "trainer.test_at_end=true", f"run_dir={tmp_path / 'run'}"]))
+    assert not (tmp_path / "run" / "checkpoints").exists()
