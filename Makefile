@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -60,7 +60,7 @@ fig-flurka-vs-flash: install ## FLuRKA Fig. 5: FLuRKA's speedup over FlashAttent
 fig-flurka-rank: install ## FLuRKA Fig. 1: spectra of a trained Performer's kernel matrix; FLuRKA error vs d_k, m (GPU)
 	$(BIN)/python scripts/bench.py flurka_rank
 
-scaling: install ## issue 9: 1 vs 2 GPUs, DDP and FSDP, crash + resume -> results/distributed/ (2 GPUs, ~7 min)
+scaling: install ## 1 vs 2 GPUs: DDP and FSDP loss curves, scaling, peak memory, crash + resume -> results/distributed/
 	$(BIN)/python scripts/bench.py distributed
 
 # ---- paper tables: every row of conf/experiment/<table>/, then results/<table>/ (SCALE=smoke|mini|full)
