@@ -51,3 +51,45 @@ def test_smoke_training_lowers_the_loss(family, tmp_path, monkeypatch):
     first, last = sum(trace[:5]) / 5, sum(trace[-5:]) / 5  # averaged: single steps are noisy at batch 8
     assert last < first - 0.3, trace  # nats; BERT's MLM on a few KB mostly learns token frequencies (5.7 -> 5.1)
     assert math.isfinite(summary[metric]), summary
+
+
+class SimulatedCrashError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("family", ["bert", "vit", "seq2seq"])
+def test_resume_continues_exactly_for_every_family(family, tmp_path, monkeypatch):
+    """A crash at step 6 (checkpoint at 4), then init.mode=resume: the same losses as an uninterrupted run, with
+    dropout on, so data order, RNG streams and optimizer state must all come back (in-process crash here; the
+    subprocess kill of tests/train/test_training.py covers GPT)."""
+    import flurka.train.loop as loop
+
+    monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))
+    use_fixture_corpora(monkeypatch)
+    overrides, _ = FAMILIES[family]
+    common = [*COMMON, *overrides, f"data.root={FIXTURE_DATA}", "trainer.max_steps=10", "trainer.checkpoint_every=4",
+              "model.dropout=0.1"]  # fmt: skip
+    train(compose([*common, f"run_dir={tmp_path / 'whole'}"]))
+
+    real = loop._fault_injection
+
+    def crash_at_6(step: int) -> None:
+        if step == 6:
+            raise SimulatedCrashError
+        real(step)
+
+    monkeypatch.setattr(loop, "_fault_injection", crash_at_6)
+    with pytest.raises(SimulatedCrashError):
+        train(compose([*common, f"run_dir={tmp_path / 'crashed'}"]))
+    monkeypatch.setattr(loop, "_fault_injection", real)
+    train(compose([*common, f"run_dir={tmp_path / 'crashed'}", "init.mode=resume"]))
+
+    def by_step(run: str) -> dict[int, float]:
+        recs = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["train/loss"] for r in recs if "train/loss" in r}
+
+    logged = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "train/loss" in r].count(5) == 2  # it resumed from the step-4 checkpoint
+    whole, resumed = by_step("whole"), by_step("crashed")
+    assert sorted(whole) == sorted(resumed) == list(range(1, 11))
+    assert whole == resumed
