@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flurka.results.tables import aggregate
+
 Rows = list[dict[str, Any]]
 
 
@@ -26,6 +28,8 @@ class Column:
 
 @dataclass(frozen=True)
 class TableSpec:
+    """One paper table: what it shows, on which data at each scale, with which settings, and its claim check."""
+
     title: str
     metrics: list[str]
     dataset: dict[str, str]  # scale -> what data the run actually used
@@ -50,8 +54,6 @@ class TableSpec:
 def table_rows(spec: TableSpec, summaries: Rows) -> tuple[Rows, list[str]]:
     """Run summaries -> (the table's rows, the columns to show): aggregated over seeds, pivoted if the table is
     task × variant. Both scripts that build tables (run_table.py, make_table.py) go through here."""
-    from flurka.results.tables import aggregate
-
     rows = spec.rows(aggregate(summaries, spec.metrics))
     return rows, spec.shown_metrics(rows)
 
