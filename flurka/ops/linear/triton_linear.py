@@ -46,17 +46,34 @@ def _launch(
     raw = getattr(K, name)
     interp = triton_interpreter_on()
     if interp or os.environ.get("FLURKA_AUTOTUNE", "1") == "0":
-        meta = {m: c[0] for m, c in tune.items()}
-        extra = {} if interp else {"num_warps": 4, "num_stages": 2}
-        raw[grid(meta)](*args, **kw, **meta, **extra)
+        cfg = default_config(tune, kw)
+        extra = {} if interp else {"num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+        raw[grid(cfg.kwargs)](*args, **kw, **cfg.kwargs, **extra)
         return
-    tkey = (name, tuple(sorted(tune.items())), stages)
+    tkey = (name, tuple(sorted(tune.items())), stages, bool(kw.get("LOWP", True)))
     if tkey not in _tuned:
-        metas = [dict(zip(tune, vals)) for vals in itertools.product(*tune.values())]
-        configs = [triton.Config(m, num_warps=w, num_stages=st) for m in metas for w in (4, 8) for st in stages]
         key = [x for x in _TUNE_KEY if x not in tune and (x in raw.arg_names)]
-        _tuned[tkey] = triton.autotune(configs=configs, key=key)(raw)
+        _tuned[tkey] = triton.autotune(configs=config_space(tune, stages, kw), key=key)(raw)
     _tuned[tkey][grid](*args, **kw)
+
+
+def _stages(stages: tuple[int, ...], kw: dict) -> tuple[int, ...]:
+    """fp32 operands double the staging buffers: a causal fp32 kernel at D = 128 asks 240–450 KB of shared
+    memory with 2–3 stages (limit 227 KB on sm_90, triton 3.8; `python -m flurka.ops.linear.preflight`), and
+    160 KB with one. So fp32 launches also offer, and by default use, a single stage."""
+    return stages if kw.get("LOWP", True) else tuple(sorted({1, *stages}))
+
+
+def config_space(tune: dict[str, tuple[int, ...]], stages: tuple[int, ...], kw: dict) -> list[triton.Config]:
+    """Every config the autotuner tries for a launch: block-size candidates × warps {4, 8} × stages."""
+    metas = [dict(zip(tune, vals, strict=True)) for vals in itertools.product(*tune.values())]
+    return [triton.Config(m, num_warps=w, num_stages=st) for m in metas for w in (4, 8) for st in _stages(stages, kw)]
+
+
+def default_config(tune: dict[str, tuple[int, ...]], kw: dict) -> triton.Config:
+    """The config run without autotuning (interpreter, FLURKA_AUTOTUNE=0): first candidates, 4 warps, 2 stages
+    (1 for fp32 operands, see `_stages`)."""
+    return triton.Config({m: c[0] for m, c in tune.items()}, num_warps=4, num_stages=2 if kw.get("LOWP", True) else 1)
 
 
 def _log2_decay(decay: torch.Tensor) -> torch.Tensor:
