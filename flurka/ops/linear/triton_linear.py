@@ -59,7 +59,7 @@ def _launch(
 
 def _stages(stages: tuple[int, ...], kw: dict) -> tuple[int, ...]:
     """fp32 operands double the staging buffers: a causal fp32 kernel at D = 128 asks 240–450 KB of shared
-    memory with 2–3 stages (limit 227 KB on sm_90, triton 3.8; `python -m flurka.ops.linear.preflight`), and
+    memory with 2–3 stages (limit 227 KB on sm_90; triton 3.6 and 3.8, `python -m flurka.ops.linear.preflight`), and
     160 KB with one. So fp32 launches also offer, and by default use, a single stage."""
     return stages if kw.get("LOWP", True) else tuple(sorted({1, *stages}))
 
