@@ -129,12 +129,16 @@ class _FavorPlus(torch.autograd.Function):
         out = torch.empty((B, N, H, M), dtype=torch.float32, device=x.device)
         cmax = torch.full((B * H,), float("-inf"), dtype=torch.float32, device=x.device)
         BM = max(16, triton.next_power_of_2(M))
-        BR = 64 if BM <= 128 else 32
+        # Shared memory grows with the stages and BR × BM: with 32-row tiles and 3 stages, BM = 512 asked
+        # 392-408 KB on sm_90 (limit 227 KB) and BM = 256 up to 216 KB (compiled for sm_90 on a CPU with triton
+        # 3.6 and 3.8, flurka.ops.gpu_compile). Fewer rows and stages for many features: at most 144 KB.
+        BR = 64 if BM <= 128 else 32 if BM <= 256 else 16
+        stages = 3 if BM <= 128 else 2 if BM <= 256 else 1
         if out.numel():
             _favor_kernel[(triton.cdiv(N, BR), B * H)](
                 xc, wc, out, cmax, N, H, D, M, eps,
                 BR=BR, BD=min(64, max(16, triton.next_power_of_2(D))), BM=BM, PER_HEAD=w.dim() == 3,
-                IS_QUERY=is_query,
+                IS_QUERY=is_query, num_stages=stages,
             )  # fmt: skip
             if not is_query:
                 n = out.numel()
