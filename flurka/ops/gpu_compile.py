@@ -54,21 +54,26 @@ def triton_type(value) -> str:
     raise TypeError(f"no Triton type for {value!r}")
 
 
-def compile_for_hopper(jit: JITFunction, bound: dict, num_warps: int, num_stages: int) -> CompiledLaunch:
-    """Compile `jit` for sm_90 with its arguments by name (runtime values and constexprs)."""
+def hopper_shared_memory(jit: JITFunction, types: dict[str, str], constexprs: dict, warps: int, stages: int) -> int:
+    """Bytes of shared memory `jit` requests when compiled for sm_90 with these runtime argument types (by name,
+    Triton's spelling: "*bf16", "i32", "fp32") and constexpr values (by name)."""
     sig, consts = {}, {}
     for i, param in enumerate(jit.params):
-        value = bound[param.name]
         if param.is_constexpr:
-            sig[param.name], consts[(i,)] = "constexpr", value
+            sig[param.name], consts[(i,)] = "constexpr", constexprs[param.name]
         else:
-            sig[param.name] = triton_type(value)
+            sig[param.name] = types[param.name]
     src = ASTSource(fn=jit, signature=sig, constexprs=consts)
-    compiled = triton.compile(
-        src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages}
-    )
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+    return compiled.metadata.shared
+
+
+def compile_for_hopper(jit: JITFunction, bound: dict, num_warps: int, num_stages: int) -> CompiledLaunch:
+    """Compile `jit` for sm_90 with its arguments by name (runtime values and constexprs)."""
     constexprs = {p.name: bound[p.name] for p in jit.params if p.is_constexpr}
-    return CompiledLaunch(jit.__name__, constexprs, num_warps, num_stages, compiled.metadata.shared)
+    types = {p.name: triton_type(bound[p.name]) for p in jit.params if not p.is_constexpr}
+    shared = hopper_shared_memory(jit, types, constexprs, num_warps, num_stages)
+    return CompiledLaunch(jit.__name__, constexprs, num_warps, num_stages, shared)
 
 
 @contextlib.contextmanager

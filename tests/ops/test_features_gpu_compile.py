@@ -5,13 +5,9 @@ test session defines the kernels for the Triton interpreter."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_script
 
 SCRIPT = """
 import torch
@@ -37,11 +33,7 @@ print("OLD", compile_for_hopper(TF._favor_kernel, args, 4, 3).shared)
 
 @pytest.mark.slow
 def test_feature_kernels_fit_hopper_shared_memory():
-    env = {**os.environ, "TRITON_INTERPRET": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_script(["-c", SCRIPT], env={"TRITON_INTERPRET": "0"}, timeout=900)  # raises with its output
     launches = [line.split() for line in proc.stdout.splitlines() if line.startswith("LAUNCH")]
     assert {kernel for _, kernel, *_ in launches} >= {"_elu1_fwd_kernel", "_elu1_bwd_kernel", "_favor_kernel"}
     assert {bm for _, kernel, bm, *_ in launches if kernel == "_favor_kernel"} == {"64", "256", "512"}

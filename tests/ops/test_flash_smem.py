@@ -5,13 +5,9 @@ subprocess: this test session defines the kernels for the Triton interpreter."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_script
 
 SCRIPT = """
 import triton
@@ -25,11 +21,7 @@ raise SystemExit(main(["--quick"]))
 
 @pytest.mark.slow
 def test_wide_head_configs_fit_hopper_shared_memory():
-    env = {**os.environ, "TRITON_INTERPRET": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_script(["-c", SCRIPT], env={"TRITON_INTERPRET": "0"}, timeout=600)  # raises with its output
     lines = proc.stdout.splitlines()
     _, used, limit = next(line for line in lines if line.startswith("DEFAULT")).split()
     assert int(used) > int(limit)  # the unpruned default really does not fit: the prune list is needed

@@ -6,13 +6,9 @@ session defines the kernels for the Triton interpreter."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import run_script
 
 SCRIPT = """
 import torch
@@ -39,11 +35,7 @@ print("TWO_STAGE", max(x.shared for (x,) in launches))
 
 @pytest.mark.slow
 def test_training_launches_compile_for_hopper_and_fit():
-    env = {**os.environ, "TRITON_INTERPRET": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_script(["-c", SCRIPT], env={"TRITON_INTERPRET": "0"}, timeout=900)  # raises with its output
     launches = [line.split() for line in proc.stdout.splitlines() if line.startswith("LAUNCH")]
     kernels = {(dtype, kernel) for _, dtype, kernel, *_ in launches}
     for dtype in ("float32", "bfloat16"):

@@ -15,16 +15,13 @@ Compilation details differ across Triton versions: the numbers are the installed
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 from flurka.ops.flash import _kernels as K
+from flurka.ops.gpu_compile import HOPPER_SMEM_LIMIT, hopper_shared_memory
 
-HOPPER_SMEM_LIMIT = 227 * 1024  # bytes a block may request on sm_90 (H100, H200)
 KERNELS = {"fwd": "_fwd_kernel", "dkdv": "_bwd_dkdv_kernel", "dq": "_bwd_dq_kernel"}
 POINTERS = {
     **{name: "*bf16" for name in ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ")},
@@ -35,17 +32,14 @@ POINTERS = {
 FLOATS = ("qk_scale", "sm_scale")
 
 
-def shared_memory_bytes(kind: str, head_dim: int, block_d: int, config: triton.Config, capability: int = 90) -> int:
+def shared_memory_bytes(kind: str, head_dim: int, block_d: int, config: triton.Config) -> int:
     """Bytes of shared memory the `kind` kernel (fwd, dkdv, dq) requests with `config`, bf16, causal, sparse and
-    padded (every optional path compiled in), compiled for CUDA compute capability `capability`."""
+    padded (every optional path compiled in), compiled for sm_90."""
     jit = getattr(K, KERNELS[kind]).fn  # the JITFunction under the autotuner
-    names = list(inspect.signature(jit.fn).parameters)
     consts = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, CAUSAL=True, SPARSE=True, HAS_PAD=True, PREC="tf32",
                   EVEN_D=head_dim == block_d, **config.kwargs)  # fmt: skip
-    signature = {n: "constexpr" if n in consts else POINTERS.get(n, "fp32" if n in FLOATS else "i32") for n in names}
-    src = ASTSource(fn=jit, signature=signature, constexprs={(names.index(k),): v for k, v in consts.items()})
-    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-    return triton.compile(src, target=GPUTarget("cuda", capability, 32), options=options).metadata.shared
+    types = {n: POINTERS.get(n, "fp32" if n in FLOATS else "i32") for n in jit.arg_names if n not in consts}
+    return hopper_shared_memory(jit, types, consts, config.num_warps, config.num_stages)
 
 
 def wide_head_configs(quick: bool) -> list[tuple[str, int, int, triton.Config]]:

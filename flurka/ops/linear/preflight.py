@@ -22,20 +22,10 @@ from dataclasses import dataclass
 
 import torch
 import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
+from flurka.ops.gpu_compile import HOPPER_SMEM_LIMIT, compile_for_hopper
 from flurka.ops.linear import triton_kernels as K
 from flurka.ops.linear import triton_linear
-
-HOPPER_SMEM_LIMIT = 227 * 1024
-POINTER_TYPES = {
-    torch.float32: "*fp32",
-    torch.bfloat16: "*bf16",
-    torch.float16: "*fp16",
-    torch.int32: "*i32",
-    torch.int64: "*i64",
-}
 
 
 @dataclass
@@ -48,37 +38,13 @@ class Launch:
     error: str | None = None
 
 
-def _signature(jit, args: tuple, constexprs: dict) -> tuple[dict, dict]:
-    names = jit.arg_names
-    sig, consts = {}, {}
-    for name, value in zip(names, args, strict=False):
-        if isinstance(value, torch.Tensor):
-            sig[name] = POINTER_TYPES[value.dtype]
-        elif isinstance(value, bool):
-            sig[name] = "i1"
-        elif isinstance(value, int):
-            sig[name] = "i32" if -(2**31) <= value < 2**31 else "i64"
-        elif isinstance(value, float):
-            sig[name] = "fp32"
-        else:
-            raise TypeError(f"{jit.__name__}: no Triton type for argument {name}={value!r}")
-    for name in names[len(args) :]:
-        sig[name] = "constexpr"
-        consts[(names.index(name),)] = constexprs[name]
-    return sig, consts
-
-
 def compile_launch(name: str, args: tuple, kw: dict, meta: dict, warps: int, stages: int) -> Launch:
     """Compile kernel `name` for sm_90 with these runtime arguments and meta-parameters."""
     jit = getattr(K, name)
     launch = Launch(name, dict(meta), warps, stages)
     try:
-        sig, consts = _signature(jit, args, {**kw, **meta})
-        src = ASTSource(fn=jit, signature=sig, constexprs=consts)
-        compiled = triton.compile(
-            src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages}
-        )
-        launch.shared = compiled.metadata.shared
+        bound = {**dict(zip(jit.arg_names, args, strict=False)), **kw, **meta}
+        launch.shared = compile_for_hopper(jit, bound, warps, stages).shared
     except Exception as err:  # a compile error is the finding: record it, keep checking the others
         launch.error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}"
     return launch
