@@ -247,6 +247,12 @@ def pretrained_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     of ours that compute the same function). For up-training (`init.mode=from_pretrained`): the training loop
     builds the model from its own config, checks it against these arguments and loads the weights with
     `transfer_weights` (a new attention variant's own parameters and a new task head start fresh)."""
+    _, state, kwargs = _read_checkpoint(path)
+    return state, kwargs
+
+
+def _read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    """(model family, weights in our names, our constructor arguments) of a local Hugging Face folder."""
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
@@ -254,7 +260,7 @@ def pretrained_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     if family is None:
         raise ValueError(f"{path}: model_type {config.model_type!r} is not one of {', '.join(FAMILIES)}")
     hf_model = _hf_class(family, config).from_pretrained(path, local_files_only=True)
-    return CONVERT[family](hf_model.state_dict(), config), KWARGS[family](config)
+    return family, CONVERT[family](hf_model.state_dict(), config), KWARGS[family](config)
 
 
 # set by the task (shapes are checked when the weights load) or by the task head, not by the checkpoint
@@ -309,20 +315,17 @@ def load_pretrained(model_family: str, path: str | Path, **overrides: Any) -> nn
     `head="classification", num_labels=3` for a GLUE task on an MLM checkpoint). Parameters the checkpoint
     lacks may only be the task head's; they keep their fresh initialisation. Anything else missing is an error.
     """
-    import transformers
-
-    if model_family not in FAMILIES:
-        raise ValueError(f"unknown model family {model_family!r}; valid: {', '.join(FAMILIES)}")
-    config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     from flurka.models.bert import BERT
     from flurka.models.gpt import GPT
     from flurka.models.vit import ViT
 
+    if model_family not in FAMILIES:
+        raise ValueError(f"unknown model family {model_family!r}; valid: {', '.join(FAMILIES)}")
+    family, state, kwargs = _read_checkpoint(path)
+    if family != model_family:
+        raise ValueError(f"{path} holds a {family} checkpoint, not {model_family}")
     build = {"gpt2": GPT, "bert": BERT, "vit": ViT}[model_family]
-    kwargs, convert = KWARGS[model_family](config), CONVERT[model_family]
     head_keys = tuple(getattr(build, "task_head_prefixes", ()))  # the task head may differ from the checkpoint's
-    hf_model = _hf_class(model_family, config).from_pretrained(path, local_files_only=True)
-    state = convert(hf_model.state_dict(), config)
     model = build(**{**kwargs, **overrides})
     own = model.state_dict()
     # head tensors the built model has no place for (another head, another label count) stay behind, reported
