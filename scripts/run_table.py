@@ -32,9 +32,12 @@ def starts_others(row: str) -> bool:
 def rows_of(table: str, scale: str | None = None) -> list[str]:
     """The table's rows (at `scale`, where the table runs different tasks per scale), dependencies first."""
     rows = sorted(p.stem for p in (CONF / "experiment" / table).glob("*.yaml"))
-    rows.sort(key=lambda r: not starts_others(r))  # stable: alphabetical within each group
-    keep = TABLES[table].row_filter
-    return [r for r in rows if scale is None or keep is None or keep(r, scale)]
+    return dependencies_first([r for r in rows if scale is None or TABLES[table].runs_at(r, scale)])
+
+
+def dependencies_first(rows: list[str]) -> list[str]:
+    """A row's checkpoint exists before the rows that load it (stable: the order is kept within each group)."""
+    return sorted(rows, key=lambda r: not starts_others(r))
 
 
 def main(argv: list[str] | None = None) -> Path | None:
@@ -49,19 +52,18 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
     args = p.parse_intermixed_args(argv)
     spec = TABLES[args.table]
-    rows = args.rows.split(",") if args.rows else rows_of(args.table, args.scale)
-    rows.sort(key=lambda r: not starts_others(r))  # a row's checkpoint exists before the rows that load it
+    rows = dependencies_first(args.rows.split(",")) if args.rows else rows_of(args.table, args.scale)
     unknown = set(rows) - set(rows_of(args.table))
     if unknown:
         raise SystemExit(f"unknown rows {sorted(unknown)} for {args.table}; rows: {', '.join(rows_of(args.table))}")
     group = f"{args.table}-{args.scale}"
-    common = [*spec.overrides.get(args.scale, []), f"group={group}", f"runs_root={args.runs_root}"]
+    where = [f"group={group}", f"runs_root={args.runs_root}"]
     if args.scale == "full":
         for row in rows:
             for seed in args.seeds:
                 launcher = ["torchrun", f"--nproc_per_node={args.gpus}", "scripts/train.py"]
-                extra = spec.row_overrides(row, args.scale) if spec.row_overrides else []
-                cmd = [*launcher, f"experiment={args.table}/{row}", *common, *extra, *args.overrides, f"seed={seed}"]
+                settings = spec.settings(row, args.scale)
+                cmd = [*launcher, f"experiment={args.table}/{row}", *settings, *where, *args.overrides, f"seed={seed}"]
                 print(" ".join(shlex.quote(c) for c in cmd))
         return None
     # A table is rebuilt from fresh runs. With --rows only those rows are rerun and the group's other rows are
@@ -76,9 +78,9 @@ def main(argv: list[str] | None = None) -> Path | None:
         for row in rows:
             for seed in args.seeds:
                 print(f"[{args.table}] {row} seed {seed} ({args.scale})", flush=True)
-                extra = spec.row_overrides(row, args.scale) if spec.row_overrides else []
                 # the table's settings, then the row's, then the user's: the command line has the last word
-                overrides = [f"experiment={args.table}/{row}", *common, *extra, *args.overrides, f"seed={seed}"]
+                settings = spec.settings(row, args.scale)
+                overrides = [f"experiment={args.table}/{row}", *settings, *where, *args.overrides, f"seed={seed}"]
                 train(compose("train", overrides=overrides))
     summaries = collect_runs(args.runs_root, group)
     rows_out, shown = table_rows(spec, summaries)

@@ -26,10 +26,7 @@ EXPERIMENTS = sorted(
 def table_overrides(table: str, row: str, scale: str) -> list[str] | None:
     """What run_table.py adds for this row at this scale, or None when the row does not run at that scale."""
     spec = TABLES[table]
-    if spec.row_filter and not spec.row_filter(row, scale):
-        return None
-    extra = spec.row_overrides(row, scale) if spec.row_overrides else []
-    return [*spec.overrides.get(scale, []), *extra]
+    return spec.settings(row, scale) if spec.runs_at(row, scale) else None
 
 
 def test_every_table_has_rows_and_every_row_a_table():

@@ -46,6 +46,14 @@ class TableSpec:
             return self.metrics
         return [c.label for c in self.columns if any(c.label in r for r in rows)] + ["avg"]
 
+    def runs_at(self, row: str, scale: str) -> bool:
+        """Whether the row runs at this scale (some tables run other tasks at full scale)."""
+        return self.row_filter is None or self.row_filter(row, scale)
+
+    def settings(self, row: str, scale: str) -> list[str]:
+        """The Hydra overrides the table gives a row at a scale: the table's, then the row's own."""
+        return [*self.overrides.get(scale, []), *(self.row_overrides(row, scale) if self.row_overrides else [])]
+
     def rows(self, aggregated: Rows) -> Rows:
         """Aggregated run rows -> the table's rows (pivoted to one line per variant for task × variant tables)."""
         return pivot(aggregated, self.columns) if self.columns else aggregated
