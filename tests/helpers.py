@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +63,18 @@ def compose(overrides: list[str]):
 
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return hydra_compose("train", overrides=overrides)
+
+
+def logged_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, train loss) of every train record in a run's metrics.jsonl, in order: a resumed run re-logs the
+    steps after its checkpoint, so a step can appear twice."""
+    records = (json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines())
+    return [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """Train loss per step (the last record wins)."""
+    return dict(logged_losses(run_dir))
 
 
 def run_script(args: list[str], *, env: dict[str, str] | None = None, check: bool = True, timeout: int = 300):

@@ -4,7 +4,6 @@ This is what the mini tables run, checked before they spend GPU time."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -15,7 +14,7 @@ if not torch.cuda.is_available():
 
 from flurka.attention import VARIANTS
 from flurka.train.loop import train
-from tests.helpers import compose, use_fixture_corpora
+from tests.helpers import compose, logged_losses, use_fixture_corpora
 
 pytestmark = pytest.mark.gpu
 COMMON = ["scale=smoke", "logger=none", "trainer.progress=false", "trainer.log_every=1", "trainer.eval_every=0",
@@ -32,7 +31,6 @@ def test_a_variant_trains_on_the_gpu(model, task, attention, tmp_path, monkeypat
     cfg = compose([*COMMON, *extra, f"model={model}", f"task={task}", f"attention={attention}",
                    f"data.root={root}", f"run_dir={tmp_path / 'run'}"])  # fmt: skip
     train(cfg)
-    recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["train/loss"] for r in recs if "train/loss" in r]
+    losses = [loss for _, loss in logged_losses(tmp_path / "run")]
     assert all(math.isfinite(v) for v in losses), losses
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.2, losses

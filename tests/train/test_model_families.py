@@ -6,14 +6,12 @@ logged train losses are compared; the run must also evaluate with the task's met
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 
 from flurka.train.loop import train
-from tests.helpers import FIXTURE_DATA, compose, use_fixture_corpora
+from tests.helpers import FIXTURE_DATA, compose, logged_losses, losses, use_fixture_corpora
 
 COMMON = ["scale=smoke", "logger=none", "trainer.progress=false", "trainer.log_every=1", "trainer.eval_every=0"]
 
@@ -34,11 +32,6 @@ FAMILIES = {
 }
 
 
-def train_losses(run_dir: Path) -> list[float]:
-    recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["train/loss"] for r in recs if "train/loss" in r]
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_smoke_training_lowers_the_loss(family, tmp_path, monkeypatch):
     monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))
@@ -46,7 +39,7 @@ def test_smoke_training_lowers_the_loss(family, tmp_path, monkeypatch):
     overrides, metric = FAMILIES[family]
     cfg = compose([*COMMON, *overrides, f"data.root={FIXTURE_DATA}", f"run_dir={tmp_path / 'run'}"])
     summary = train(cfg)
-    trace = train_losses(tmp_path / "run")
+    trace = [loss for _, loss in logged_losses(tmp_path / "run")]
     assert len(trace) == cfg.trainer.max_steps
     first, last = sum(trace[:5]) / 5, sum(trace[-5:]) / 5  # averaged: single steps are noisy at batch 8
     assert last < first - 0.3, trace  # nats; BERT's MLM on a few KB mostly learns token frequencies (5.7 -> 5.1)
@@ -84,12 +77,8 @@ def test_resume_continues_exactly_for_every_family(family, tmp_path, monkeypatch
     monkeypatch.setattr(loop, "_fault_injection", real)
     train(compose([*common, f"run_dir={tmp_path / 'crashed'}", "init.mode=resume"]))
 
-    def by_step(run: str) -> dict[int, float]:
-        recs = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        return {r["step"]: r["train/loss"] for r in recs if "train/loss" in r}
-
-    logged = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in logged if "train/loss" in r].count(5) == 2  # it resumed from the step-4 checkpoint
-    whole, resumed = by_step("whole"), by_step("crashed")
+    steps = [step for step, _ in logged_losses(tmp_path / "crashed")]
+    assert steps.count(5) == 2  # it resumed from the step-4 checkpoint
+    whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "crashed")
     assert sorted(whole) == sorted(resumed) == list(range(1, 11))
     assert whole == resumed

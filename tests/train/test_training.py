@@ -11,19 +11,9 @@ import torch
 
 from flurka.train.checkpoint import latest_checkpoint, load_checkpoint
 from flurka.train.loop import train
-from tests.helpers import compose, run_script
+from tests.helpers import compose, losses, run_script
 
 SMOKE = ["scale=smoke", "logger=none", "trainer.progress=false"]
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    """Train loss per step from metrics.jsonl (the last record wins: a resumed run re-logs its steps)."""
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "train/loss" in rec:
-            out[rec["step"]] = rec["train/loss"]
-    return out
 
 
 def test_smoke_run_learns_and_writes_its_run_folder(tmp_path):
