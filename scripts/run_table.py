@@ -2,7 +2,12 @@
 
 Rows are the files in conf/experiment/<TABLE>/. smoke and mini run here, one row after another (mini wants
 one GPU); full prints one `torchrun` command per row (Hydra multirun and torchrun do not nest) and runs
-nothing. The table lands in results/<TABLE>/ (results.json, table.md with the claim check, table.csv, PNG).
+nothing. A mini table lands in results/<TABLE>/ (results.json, table.md with the claim check, table.csv, PNG),
+a smoke one in runs/<TABLE>-smoke-table/, so smoke runs never touch committed results.
+
+A row that raises is recorded as failed (runs/.../failed.json, then results.json and table.md) and the next
+row runs; rows that start from a failed row's checkpoint are marked failed without running. The exit code is
+the number of rows that failed (0: the table is whole).
 """
 
 from __future__ import annotations
@@ -11,43 +16,43 @@ import argparse
 import shlex
 import shutil
 import sys
+import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 from hydra import compose, initialize_config_dir
 
 from flurka.results.index import write_index
-from flurka.results.paper_tables import TABLES
+from flurka.results.paper_tables import TABLES, dependencies_first, rows_of, table_out
 from flurka.results.table_spec import table_notes, table_rows
-from flurka.results.tables import collect_runs, write_table
+from flurka.results.tables import collect_failures, collect_runs, record_failure, unfinished_rows, write_table
 from flurka.train.loop import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def starts_others(row: str) -> bool:
-    """Rows that others start from (up-training's base, GLUE's pre-training runs): they run first."""
-    return row == "base" or row.startswith("pretrain-")
+class TableRun(NamedTuple):
+    """What a table run produced: the table's folder (None at full scale, which only prints commands) and the
+    rows that failed (their errors are in results.json and table.md)."""
+
+    out: Path | None
+    failed: tuple[dict, ...] = ()
 
 
-def rows_of(table: str, scale: str | None = None) -> list[str]:
-    """The table's rows (at `scale`, where the table runs different tasks per scale), dependencies first."""
-    rows = sorted(p.stem for p in (CONF / "experiment" / table).glob("*.yaml"))
-    return dependencies_first([r for r in rows if scale is None or TABLES[table].runs_at(r, scale)])
+def depends_on_failed(cfg, failed_rows: set[str]) -> str | None:
+    """The failed row whose checkpoint this row starts from (GLUE fine-tuning, up-training), if any."""
+    path = str(cfg.get("init", {}).get("path") or "")
+    return next((row for row in sorted(failed_rows) if f"/{row}/" in path), None)
 
 
-def dependencies_first(rows: list[str]) -> list[str]:
-    """A row's checkpoint exists before the rows that load it (stable: the order is kept within each group)."""
-    return sorted(rows, key=lambda r: not starts_others(r))
-
-
-def main(argv: list[str] | None = None) -> Path | None:
+def run(argv: list[str] | None = None) -> TableRun:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("table", choices=sorted(TABLES))
     p.add_argument("--scale", default="smoke", choices=["smoke", "mini", "full"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--rows", help="a comma-separated subset of rows (default: all); other rows' runs are kept")
     p.add_argument("--runs-root", default="runs")
-    p.add_argument("--out", type=Path, help="default: results/<table> (smoke: runs/<table>-smoke-table)")
+    p.add_argument("--out", type=Path, help="default: results/<table> at mini, runs/<table>-<scale>-table else")
     p.add_argument("--gpus", type=int, default=8, help="full scale: processes per torchrun command")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
     args = p.parse_intermixed_args(argv)
@@ -65,15 +70,11 @@ def main(argv: list[str] | None = None) -> Path | None:
                 settings = spec.settings(row, args.scale)
                 cmd = [*launcher, f"experiment={args.table}/{row}", *settings, *where, *args.overrides, f"seed={seed}"]
                 print(" ".join(shlex.quote(c) for c in cmd))
-        return None
-    # A table is rebuilt from fresh runs. With --rows only those rows are rerun and the group's other rows are
-    # kept, so a table too long for one sitting (or one GPU call) is built over several; each row's summary
-    # carries its own commit.
-    if args.rows:
-        for row in rows:
-            shutil.rmtree(Path(args.runs_root) / group / row, ignore_errors=True)
-    else:
-        shutil.rmtree(Path(args.runs_root) / group, ignore_errors=True)
+        return TableRun(out=None)
+    # Each row reruns from scratch: its own run folder is cleared just before it runs, and only then, so the
+    # group's other rows (earlier calls' parts of the table, with --rows) keep their runs. A row that raises is
+    # recorded (failed.json in its folder) and the table goes on; the table names it.
+    failed_rows: set[str] = set()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for row in rows:
             for seed in args.seeds:
@@ -81,12 +82,24 @@ def main(argv: list[str] | None = None) -> Path | None:
                 # the table's settings, then the row's, then the user's: the command line has the last word
                 settings = spec.settings(row, args.scale)
                 overrides = [f"experiment={args.table}/{row}", *settings, *where, *args.overrides, f"seed={seed}"]
-                train(compose("train", overrides=overrides))
-    summaries = collect_runs(args.runs_root, group)
+                cfg = compose("train", overrides=overrides)
+                run_dir = Path(args.runs_root) / group / row / f"seed{seed}"
+                shutil.rmtree(run_dir, ignore_errors=True)
+                base = depends_on_failed(cfg, failed_rows)
+                try:
+                    if base is not None:
+                        raise RuntimeError(f"not run: it starts from row {base}, which failed")
+                    train(cfg)
+                except Exception as error:  # any failure of one row is recorded; the table goes on
+                    traceback.print_exc()
+                    record_failure(run_dir, row, seed, error)
+                    failed_rows.add(row)
+                    print(f"[{args.table}] {row} seed {seed} FAILED: {type(error).__name__}: {error}", flush=True)
+    summaries = [s for s in collect_runs(args.runs_root, group) if s["name"] in set(rows_of(args.table)) | set(rows)]
+    expected = sorted(set(rows_of(args.table, args.scale)) | set(rows))  # a table built in parts names the rest
+    failed, missing = unfinished_rows(expected, args.seeds, summaries, collect_failures(args.runs_root, group))
     rows_out, shown = table_rows(spec, summaries)
-    out = args.out or (
-        Path("results") / args.table if args.scale == "mini" else Path(args.runs_root) / f"{group}-table"
-    )
+    out = args.out or table_out(args.table, args.scale, args.runs_root)
     cmd = "python scripts/run_table.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
@@ -98,12 +111,26 @@ def main(argv: list[str] | None = None) -> Path | None:
         notes=table_notes(spec, summaries, rows_out, args.scale),
         paper=spec.paper,
         command=cmd,
+        failed=failed,
+        missing=missing,
     )
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md
     print((out / "table.md").read_text())
-    return out
+    if failed:
+        print(f"[{args.table}] {len(failed_rows)} row(s) failed: {', '.join(sorted(failed_rows))}", file=sys.stderr)
+    return TableRun(out=out, failed=tuple(failed))
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    """Run the table; returns its folder (None at full scale)."""
+    return run(argv).out
+
+
+def exit_code(outcome: TableRun) -> int:
+    """The number of rows that failed (capped at 100: exit codes above 125 mean other things to a shell)."""
+    return min(len({f["name"] for f in outcome.failed}), 100)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_code(run()))

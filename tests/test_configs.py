@@ -128,3 +128,29 @@ def test_unknown_attention_override_lists_the_options():
     with pytest.raises(MissingConfigException) as err:
         compose(["attention=softmaxx"])
     assert "flurka_performer" in str(err.value)
+
+
+NAMED_SIZES = {  # model config -> (layers, heads, width) of the published model
+    "gpt2_small": (12, 12, 768),
+    "bert_base": (12, 12, 768),
+    "vit_base": (12, 12, 768),
+    "vit_small": (12, 6, 384),
+    "seq2seq_base": (6, 8, 512),
+}
+
+
+@pytest.mark.parametrize("model", NAMED_SIZES)
+@pytest.mark.parametrize("scale", ["smoke", "mini", "full"])
+def test_a_named_size_holds_at_every_scale(model, scale):
+    """model=gpt2_small trains GPT-2 small at any scale (the scale used to shrink it to 2 x 64 without a word);
+    a size key on the command line still wins, and the generic families take the scale's size."""
+    cfg = compose([f"model={model}", f"scale={scale}"])
+    assert (cfg.model.n_layers, cfg.model.n_heads, cfg.model.d_model) == NAMED_SIZES[model]
+    assert compose([f"model={model}", f"scale={scale}", "model.n_layers=3"]).model.n_layers == 3
+    generic = compose([f"model={model.split('_')[0].replace('gpt2', 'gpt')}", f"scale={scale}"]).model
+    scale_size = compose([f"scale={scale}"]).default_size
+    assert (generic.n_layers, generic.n_heads, generic.d_model) == (
+        scale_size.n_layers,
+        scale_size.n_heads,
+        scale_size.d_model,
+    )

@@ -156,3 +156,57 @@ def test_a_table_built_over_several_calls_keeps_the_rows_run_before(tmp_path, mo
     out = run_table.main(["table-imagenet", "--rows", "linear", *common])
     names = {r["name"] for r in json.loads((out / "results.json").read_text())["rows"]}
     assert names == {"full", "linear"}
+
+
+def crashing_train(real, bad_rows: set[str]):
+    """train() that raises for the rows in `bad_rows`, as a real crash would (after the run folder exists)."""
+
+    def train(cfg):
+        if cfg.name in bad_rows:
+            raise FloatingPointError(f"loss became nan at step 1 (row {cfg.name})")
+        return real(cfg)
+
+    return train
+
+
+@pytest.mark.slow
+def test_a_failing_row_is_recorded_and_the_table_goes_on(tmp_path, monkeypatch):
+    """A row that raises is named, with its error, in results.json and table.md; the next rows still run, the
+    rows run by earlier calls keep their runs, and the exit code counts the failed rows."""
+    use_fixture_corpora(monkeypatch)
+    monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))
+    run_table = load_run_table()
+    common = ["--scale", "smoke", "--runs-root", str(tmp_path / "runs"), "trainer.max_steps=2"]
+    run_table.main(["table-imagenet", "--rows", "full", *common])  # an earlier call's complete run
+    monkeypatch.setattr(run_table, "train", crashing_train(run_table.train, {"linear"}))
+    outcome = run_table.run(["table-imagenet", "--rows", "linear,performer", *common])
+    assert [f["name"] for f in outcome.failed] == ["linear"] and run_table.exit_code(outcome) == 1
+    data = json.loads((outcome.out / "results.json").read_text())
+    assert {r["name"] for r in data["rows"]} == {"full", "performer"}  # the earlier run is kept
+    assert data["failed"][0]["name"] == "linear" and "loss became nan" in data["failed"][0]["error"]
+    assert {m["name"] for m in data["missing"]} == {"eva", "flurka_eva", "flurka_performer", "flurka_rnn"}
+    md = (outcome.out / "table.md").read_text()
+    assert "| linear | 0 | failed: FloatingPointError: loss became nan" in md
+    assert "| flurka_rnn | 0 | missing" in md
+    failed_json = tmp_path / "runs" / "table-imagenet-smoke" / "linear" / "seed0" / "failed.json"
+    assert "Traceback" in json.loads(failed_json.read_text())["traceback"]
+    assert outcome.out == tmp_path / "runs" / "table-imagenet-smoke-table"  # never results/, which holds mini
+
+
+def test_rows_that_start_from_a_failed_row_are_not_run(tmp_path, monkeypatch):
+    """GLUE fine-tuning starts from its variant's pre-training checkpoint: when that row failed, the fine-tuning
+    row is marked failed with the reason, without a FileNotFoundError from deep inside the loop."""
+    use_fixture_corpora(monkeypatch)
+    monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))
+    run_table = load_run_table()
+    ran: list[str] = []
+    monkeypatch.setattr(
+        run_table, "train", lambda cfg: ran.append(cfg.name) or (_ for _ in ()).throw(OSError("disk full"))
+    )
+    outcome = run_table.run(["table-glue", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"),
+                             "--rows", "cola-full,pretrain-full"])  # fmt: skip
+    assert ran == ["pretrain-full"]  # dependencies first, and the dependent row never started
+    errors = {f["name"]: f["error"] for f in outcome.failed}
+    assert errors["pretrain-full"] == "OSError: disk full"
+    assert "starts from row pretrain-full, which failed" in errors["cola-full"]
+    assert run_table.exit_code(outcome) == 2

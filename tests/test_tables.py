@@ -103,3 +103,37 @@ def test_a_task_can_fill_several_columns():
     (line,) = pivot(rows, GLUE_COLUMNS)
     assert line["MNLI-m (acc)"] == pytest.approx(70.0) and line["MNLI-mm (acc)"] == pytest.approx(72.0)
     assert line["avg"] == pytest.approx(71.0)
+
+
+def test_a_partial_table_names_its_missing_and_failed_rows(tmp_path):
+    """A table built over several GPU calls: make_table on the group says which rows have no run yet and which
+    failed (with the error), on stderr and in table.md; a smoke group never writes into results/."""
+    from flurka.results.tables import record_failure
+
+    runs = tmp_path / "runs" / "table-imagenet-smoke"
+    for name in ("full", "linear"):
+        folder = runs / name / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"name": name, "seed": 0, "eval_accuracy": 0.5}))
+    record_failure(runs / "performer" / "seed0", "performer", 0, RuntimeError("CUDA out of memory"))
+    proc = run_script(["scripts/make_table.py", "table-imagenet-smoke", "--runs-root", str(tmp_path / "runs")])
+    out = tmp_path / "runs" / "table-imagenet-smoke-table"
+    data = json.loads((out / "results.json").read_text())
+    assert {r["name"] for r in data["rows"]} == {"full", "linear"}
+    assert data["failed"] == [{"name": "performer", "seed": 0, "error": "RuntimeError: CUDA out of memory"}]
+    assert {m["name"] for m in data["missing"]} == {"eva", "flurka_eva", "flurka_performer", "flurka_rnn"}
+    assert "row performer seed 0 failed: RuntimeError: CUDA out of memory" in proc.stderr
+    assert "no finished run for rows eva, flurka_eva, flurka_performer, flurka_rnn" in proc.stderr
+    md = (out / "table.md").read_text()
+    assert "| performer | 0 | failed: RuntimeError: CUDA out of memory |" in md and "| eva | 0 | missing" in md
+
+
+def test_table_notes_say_when_the_final_numbers_come_from_a_subset():
+    from flurka.results.paper_tables import TABLES
+    from flurka.results.table_spec import table_notes
+
+    spec = TABLES["table-imagenet"]
+    whole = [{"name": "full", "seed": 0, "eval_accuracy": 0.9, "eval_examples_cap": None}]
+    assert "subset" not in table_notes(spec, whole, whole, "mini")
+    part = [{"name": "full", "seed": 0, "eval_accuracy": 0.9, "eval_examples_cap": 1280}]
+    assert "full: first 1,280 examples" in table_notes(spec, part, part, "mini")

@@ -72,9 +72,12 @@ class FLuRKAMixin:
         if self.downsample_order == "after_projection":
             return self.downsample(self.split_heads(proj(src)), keep, which)
         x_low = self.downsample(src, keep, which)  # [B, d_k, d_model]: the projection now runs on d_k rows
-        out = x_low @ proj.weight.T
+        out = nn.functional.linear(x_low, proj.weight)  # under autocast: the dtype proj(src) would have
         if proj.bias is not None:
-            out = out + self.downsample.row_sums(which, src.shape[1], keep, src.shape[0])[..., None] * proj.bias
+            # (E 1)·b is fp32 (parameters are), so it must take out's dtype: adding it as is would promote the
+            # downsampled keys/values to fp32 under bf16 autocast while the queries stay bf16
+            bias = self.downsample.row_sums(which, src.shape[1], keep, src.shape[0])[..., None] * proj.bias
+            out = out + bias.to(out.dtype)
         return self.split_heads(out)
 
     def _chunk_summaries(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

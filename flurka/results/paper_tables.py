@@ -7,6 +7,7 @@ What a table is made of is in `table_spec.py`; the paragraph under each table co
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from flurka.results.claims import (
     LRA_PAPER,
@@ -271,7 +272,6 @@ TABLES: dict[str, TableSpec] = {
                 "scale=mini",
                 "model.n_layers=4",
                 "trainer.eval_every=0",
-                "trainer.eval_batches=64",
                 "trainer.test_at_end=true",
             ],
             "full": ["scale=full", "trainer.test_at_end=true"],
@@ -337,3 +337,28 @@ def find_table(group: str) -> tuple[str, str] | None:
             if group == f"{name}-{scale}":
                 return name, scale
     return None
+
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+
+
+def starts_others(row: str) -> bool:
+    """Rows that others start from (up-training's base, GLUE's pre-training runs): they run first."""
+    return row == "base" or row.startswith("pretrain-")
+
+
+def dependencies_first(rows: list[str]) -> list[str]:
+    """A row's checkpoint exists before the rows that load it (stable: the order is kept within each group)."""
+    return sorted(rows, key=lambda r: not starts_others(r))
+
+
+def rows_of(table: str, scale: str | None = None) -> list[str]:
+    """The table's rows (at `scale`, where the table runs different tasks per scale), dependencies first."""
+    rows = sorted(p.stem for p in (EXPERIMENTS / table).glob("*.yaml"))
+    return dependencies_first([r for r in rows if scale is None or TABLES[table].runs_at(r, scale)])
+
+
+def table_out(table: str, scale: str, runs_root: str | Path) -> Path:
+    """Where a table is written: results/<table> holds the committed mini results; smoke and full tables never
+    write there (runs/<table>-<scale>-table)."""
+    return Path("results") / table if scale == "mini" else Path(runs_root) / f"{table}-{scale}-table"

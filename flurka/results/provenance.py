@@ -58,12 +58,13 @@ def provenance(command: str | None = None) -> dict[str, Any]:
     }
 
 
-def write_results(path: str | Path, rows: list[dict[str, Any]], command: str | None = None) -> Path:
-    """Write {"provenance", "rows"} atomically (temp file + rename), so a crash never leaves half a file."""
+def write_results(path: str | Path, rows: list[dict[str, Any]], command: str | None = None, **extra: Any) -> Path:
+    """Write {"provenance", "rows", **extra} atomically (temp file + rename), so a crash never leaves half a
+    file. `extra` holds what is not a measurement, e.g. a table's rows that failed or never ran."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"provenance": provenance(command), "rows": rows}, indent=1) + "\n")
+    tmp.write_text(json.dumps({"provenance": provenance(command), "rows": rows, **extra}, indent=1) + "\n")
     os.replace(tmp, path)
     return path
 

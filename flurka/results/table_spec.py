@@ -71,6 +71,9 @@ def table_notes(spec: TableSpec, summaries: Rows, rows: Rows, scale: str) -> str
     seeds = sorted({s.get("seed", 0) for s in summaries})
     notes = [f"Scale: {scale}; data: {spec.dataset.get(scale, '?')}; seeds: {seeds}."]
     notes.append(run_sizes(summaries, by_task=spec.columns is not None))
+    subset = evaluation_subset(summaries)
+    if subset:
+        notes.append(subset)
     if spec.claims:
         notes.append(spec.claims(rows))
     return "\n\n".join(notes)
@@ -90,6 +93,16 @@ def run_sizes(summaries: Rows, by_task: bool = False) -> str:
     if len(set(sizes.values())) == 1:
         return f"Per run: {fmt(next(iter(sizes.values())))}."
     return "Per run: " + "; ".join(f"{key}: {fmt(size)}" for key, size in sizes.items()) + "."
+
+
+def evaluation_subset(summaries: Rows) -> str:
+    """A sentence naming the runs whose final numbers come from part of the split (trainer.final_eval_batches);
+    empty when every run scored the whole dev/test split, as the papers do."""
+    capped = {s["name"]: s["eval_examples_cap"] for s in summaries if s.get("eval_examples_cap") is not None}
+    if not capped:
+        return ""
+    which = "; ".join(f"{name}: first {cap:,} examples" for name, cap in sorted(capped.items()))
+    return f"Evaluated on a subset of the split, not the whole of it (trainer.final_eval_batches): {which}."
 
 
 def split_row(name: str) -> tuple[str, str]:

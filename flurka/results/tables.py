@@ -30,6 +30,64 @@ def collect_runs(runs_root: str | Path, group: str) -> list[dict[str, Any]]:
     return out
 
 
+FAILED_FILE = "failed.json"
+
+
+def record_failure(run_dir: str | Path, name: str, seed: int, error: BaseException) -> dict[str, Any]:
+    """Write <run_dir>/failed.json for a table row whose run raised, and return the record. The run folder keeps
+    whatever the run wrote before it failed (its metrics and checkpoints), so nothing is lost."""
+    import traceback
+
+    record = {
+        "name": name,
+        "seed": seed,
+        "error": f"{type(error).__name__}: {error}".strip(),
+        "traceback": "".join(traceback.format_exception(error))[-4000:],
+    }
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / FAILED_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def collect_failures(runs_root: str | Path, group: str) -> list[dict[str, Any]]:
+    """Every failed.json under runs/<group>/<name>/seed*/ whose run has not since finished (no summary.json)."""
+    out = []
+    for path in sorted(Path(runs_root, group).glob(f"*/seed*/{FAILED_FILE}")):
+        if not (path.parent / "summary.json").exists():
+            out.append(json.loads(path.read_text()))
+    return out
+
+
+def unfinished_rows(
+    expected: list[str], seeds: list[int], summaries: list[dict[str, Any]], failures: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(failed, missing): the expected (row, seed) runs that failed, and those with neither a summary nor a
+    failure record (never run, or killed before they could say so)."""
+    done = {(s["name"], int(s.get("seed", 0))) for s in summaries}
+    failed = [f for f in failures if f["name"] in expected and int(f["seed"]) in seeds]
+    failed_keys = {(f["name"], int(f["seed"])) for f in failed}
+    missing = [
+        {"name": row, "seed": seed}
+        for row in expected
+        for seed in seeds
+        if (row, seed) not in done and (row, seed) not in failed_keys
+    ]
+    return failed, missing
+
+
+def unfinished_markdown(failed: list[dict[str, Any]], missing: list[dict[str, Any]]) -> str:
+    """The table.md section that names every row without a result, so a partial table never reads as whole."""
+    if not failed and not missing:
+        return ""
+    lines = ["## Rows without a result", "", "| row | seed | status |", "|---|---|---|"]
+    for f in failed:
+        error = f["error"].splitlines()[0] if f["error"] else "?"
+        lines.append(f"| {f['name']} | {f['seed']} | failed: {error[:300].replace('|', '/')} |")
+    lines += [f"| {m['name']} | {m['seed']} | missing: no run finished |" for m in missing]
+    return "\n".join(lines) + "\n"
+
+
 def collect_wandb(path: str, group: str) -> list[dict[str, Any]]:
     """The same numbers from W&B's public API: finished runs of `group` in ENTITY/PROJECT."""
     import wandb
@@ -99,13 +157,22 @@ def write_table(
     notes: str = "",
     paper: dict[str, dict[str, float]] | None = None,
     command: str | None = None,
+    failed: list[dict[str, Any]] | None = None,
+    missing: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """results.json (DESIGN.md schema), table.md (with `notes` under the table), table.csv, and a bar plot."""
+    """results.json (DESIGN.md schema), table.md (with `notes` under the table), table.csv, and a bar plot.
+    `failed` / `missing`: the rows without a result (see `unfinished_rows`), named in results.json and table.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_results(out / "results.json", rows, command)
+    failed, missing = failed or [], missing or []
+    brief_failures = [{k: f[k] for k in ("name", "seed", "error")} for f in failed]
+    write_results(out / "results.json", rows, command, failed=brief_failures, missing=missing)
+    unfinished = unfinished_markdown(failed, missing)
     (out / "table.md").write_text(
-        f"# {title}\n\n" + markdown_table(rows, metrics, paper) + (f"\n{notes}\n" if notes else "")
+        f"# {title}\n\n"
+        + markdown_table(rows, metrics, paper)
+        + (f"\n{notes}\n" if notes else "")
+        + (f"\n{unfinished}" if unfinished else "")
     )
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "name", k))
     with (out / "table.csv").open("w", newline="") as f:

@@ -20,7 +20,8 @@ class TrainerConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     eval_every: int = 100
-    eval_batches: int = 20
+    eval_batches: int = 20  # periodic evaluations (curves, best.pt) read the split's first eval_batches batches
+    final_eval_batches: int | None = None  # the final/test evaluation (the summary's numbers): None = whole split
     eval_batch_size: int | None = None
     test_at_end: bool = False  # also evaluate the final model on the task's test split (summary: test_*)
     log_every: int = 10

@@ -92,20 +92,32 @@ def _fault_injection(step: int) -> None:
         os._exit(17)
 
 
+def eval_batch_size(t: TrainerConfig) -> int:
+    return t.eval_batch_size or t.micro_batch_size or t.batch_size
+
+
 @torch.no_grad()
 def evaluate(
-    model, task, split: str, t: TrainerConfig, info: dist.DistInfo, autocast, shard: bool = True
+    model,
+    task,
+    split: str,
+    t: TrainerConfig,
+    info: dist.DistInfo,
+    autocast,
+    shard: bool = True,
+    max_batches: int | None = None,
 ) -> dict[str, float]:
     """The task's own evaluate() when it has one; else the LM path: mean token loss, sharded over ranks
-    (`shard=False` under FSDP, whose forward is a collective: every rank then evaluates every batch)."""
-    batch_size = t.eval_batch_size or t.micro_batch_size or t.batch_size
+    (`shard=False` under FSDP, whose forward is a collective: every rank then evaluates every batch).
+    `max_batches`: the split's first that many batches; None = the whole split."""
+    batch_size = eval_batch_size(t)
     if hasattr(task, "evaluate"):
         return task.evaluate(
-            model, split, batch_size=batch_size, max_batches=t.eval_batches, device=info.device, autocast=autocast
+            model, split, batch_size=batch_size, max_batches=max_batches, device=info.device, autocast=autocast
         )
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=info.device)  # (sum of token losses, tokens)
-    for i, batch in enumerate(task.eval_batches(split, batch_size, t.eval_batches)):
+    for i, batch in enumerate(task.eval_batches(split, batch_size, max_batches)):
         if shard and i % info.world_size != info.rank:
             continue
         batch = {k: v.to(info.device) for k, v in batch.items()}
@@ -335,7 +347,10 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tps:,.0f}")
             window_start, window_tokens = time.perf_counter(), 0
         if (t.eval_every and done % t.eval_every == 0) or final:
-            last_eval = evaluate(model, task, "valid", t, info, autocast, shard=not fsdp)
+            # periodic evals read a subset (cheap curves); the final one, which the summary reports, the split
+            # (unless trainer.final_eval_batches says otherwise, which the summary and the tables then state)
+            cap = t.final_eval_batches if final else t.eval_batches
+            last_eval = evaluate(model, task, "valid", t, info, autocast, shard=not fsdp, max_batches=cap)
             logger.log({f"eval/{k}": v for k, v in last_eval.items()}, done)
             if last_eval["loss"] < best:
                 best = last_eval["loss"]
@@ -347,7 +362,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     bar.close()
     test_eval: dict[str, float] = {}
     if t.test_at_end:  # the final model, on data no choice was made on (the papers' LRA/WMT numbers are test)
-        test_eval = evaluate(model, task, "test", t, info, autocast, shard=not fsdp)
+        test_eval = evaluate(model, task, "test", t, info, autocast, shard=not fsdp, max_batches=t.final_eval_batches)
         logger.log({f"test/{k}": v for k, v in test_eval.items()}, done)
 
     tokens_per_s = timed_tokens / timed_seconds if timed_seconds > 0 else None
@@ -366,6 +381,8 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         **{f"eval_{k}": v for k, v in last_eval.items()},
         **{f"test_{k}": v for k, v in test_eval.items()},
         "best_eval_loss": best,
+        # None: eval_* / test_* scored the whole split; else only its first this many examples
+        "eval_examples_cap": None if t.final_eval_batches is None else t.final_eval_batches * eval_batch_size(t),
         "tokens_per_s": tokens_per_s,
         "tokens_per_s_per_device": tokens_per_s / info.world_size if tokens_per_s else None,
         "mfu": mfu(flops_per_token, tokens_per_s or 0.0, info.device, info.world_size),

@@ -1,4 +1,5 @@
-"""Wide heads fit in shared memory: every config the prune hook offers for D = 256 and 325 (BLOCK_D 256 / 512),
+"""Wide heads fit in shared memory: every config a launch at D = 256 and 325 (BLOCK_D 256 / 512) can use — the
+configs of the autotuner objects core.py launches, in the default and the FLURKA_FLASH_TUNE=first modes —
 compiled for sm_90 here (no GPU needed), requests at most the H100/H200's 227 KB — and the default tiles, which
 failed on the GPU at D = 325 (394 KB), are reported as too big, so the check is not vacuous. The compile runs in a
 subprocess: this test session defines the kernels for the Triton interpreter."""
@@ -24,6 +25,6 @@ def test_wide_head_configs_fit_hopper_shared_memory():
     proc = run_script(["-c", SCRIPT], env={"TRITON_INTERPRET": "0"}, timeout=600)  # raises with its output
     lines = proc.stdout.splitlines()
     _, used, limit = next(line for line in lines if line.startswith("DEFAULT")).split()
-    assert int(used) > int(limit)  # the unpruned default really does not fit: the prune list is needed
+    assert int(used) > int(limit)  # the narrow-head default really does not fit: the wide list is needed
     checked = [line for line in lines if line.startswith(("fwd", "dkdv", "dq"))]
     assert len(checked) == 6 and all(line.endswith("ok") for line in checked), proc.stdout

@@ -242,3 +242,26 @@ def test_test_at_end_without_a_test_split_stops_before_training(tmp_path, monkey
     with pytest.raises(ValueError, match="has no test split"):
         train(compose([*SMOKE, "trainer.test_at_end=true", f"run_dir={tmp_path / 'run'}"]))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_final_evaluation_scores_the_whole_split(tmp_path, monkeypatch):
+    """Periodic evals read trainer.eval_batches batches (curves, best.pt); the final and test evals, whose numbers
+    the summary and the tables report, read the whole split unless trainer.final_eval_batches caps them, and the
+    summary says which (table-glue once scored STS-B on 1,280 of 1,500 dev pairs)."""
+    import flurka.train.loop as loop
+
+    calls: list[tuple[str, int | None]] = []
+    real = loop.evaluate
+
+    def recording(model, task, split, t, info, autocast, shard=True, max_batches=None):
+        calls.append((split, max_batches))
+        return real(model, task, split, t, info, autocast, shard=shard, max_batches=max_batches)
+
+    monkeypatch.setattr(loop, "evaluate", recording)
+    common = ["scale=smoke", "logger=none", "trainer.progress=false", "trainer.max_steps=4", "trainer.eval_every=2",
+              "trainer.eval_batches=1"]  # fmt: skip
+    summary = loop.train(compose([*common, f"run_dir={tmp_path / 'a'}"]))
+    assert calls == [("valid", 1), ("valid", None)] and summary["eval_examples_cap"] is None
+    calls.clear()
+    summary = loop.train(compose([*common, "trainer.final_eval_batches=3", f"run_dir={tmp_path / 'b'}"]))
+    assert calls == [("valid", 1), ("valid", 3)] and summary["eval_examples_cap"] == 3 * 8

@@ -28,17 +28,47 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# autotune configurations
+# autotune configurations: `configs_for(kind, BLOCK_D)` is the one list a launch may use; `kernel(kind, BLOCK_D)`
+# is the autotuned kernel built on exactly that list (core.py launches it, smem.py checks it)
 # ----------------------------------------------------------------------------------------------------------------
-def _configs(kind: str) -> list[triton.Config]:
-    """Block sizes per kernel. The interpreter gets one tiny config (nothing to tune on a CPU, and small blocks keep
-    tests fast and make N=17/33/70 span several blocks). `FLURKA_FLASH_TUNE=full` exposes the whole Hopper grid
-    (BM {64,128} x BN {32,64,128} x warps {4,8} x stages {2,3,4}) for tuning runs; `first` keeps only the first
-    default config (many-shape correctness runs). The default lists are the winners of that sweep on an H100
-    (see NOTES.md)."""
+_TABLE = {  # (BLOCK_M, BLOCK_N, warps, stages): the winners of the full sweep on an H100 (NOTES.md), best first
+    "fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3), (64, 32, 4, 4)],
+    "dkdv": [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 2)],
+    "dq": [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)],
+}
+# Wide heads (D > 128 pads BLOCK_D to 256 or 512): shared memory grows with rows x BLOCK_D, and the default tiles
+# ask for up to 394 KB (limit 227 KB on sm_90), so these get small single-stage tiles. Every entry must fit:
+# `python -m flurka.ops.flash.smem` compiles each for sm_90 (tests/ops/test_flash_smem.py runs it on CPU).
+_WIDE_TILES = {
+    ("fwd", 256): [(64, 64), (64, 32), (32, 32), (16, 16)],
+    ("fwd", 512): [(32, 32), (32, 16), (16, 16)],
+    ("dkdv", 256): [(32, 32), (32, 16), (16, 16)],
+    ("dkdv", 512): [(16, 16)],
+    ("dq", 256): [(32, 32), (32, 16), (16, 16)],
+    ("dq", 512): [(16, 16)],
+}
+
+
+def configs_for(kind: str, block_d: int) -> list[triton.Config]:
+    """The configs a `kind` launch (fwd, dkdv, dq) at this BLOCK_D may use, best first.
+
+    The interpreter gets one tiny config (nothing to tune on a CPU, and small blocks make N=17/33/70 span several
+    blocks). `FLURKA_FLASH_TUNE=full` exposes the whole Hopper grid (BM {64,128} x BN {32,64,128} x warps {4,8} x
+    stages {2,3,4}) for tuning runs of narrow heads; `first` keeps only the first config (many-shape correctness
+    runs). Wide heads always use their own list (`_WIDE_TILES`), in every mode: the list is chosen here, before
+    the autotuner, because Triton's autotuner skips its prune hook when it holds a single config — which is how
+    `first` once launched a 394 KB default tile at D = 325.
+    """
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
     mode = os.environ.get("FLURKA_FLASH_TUNE", "")
+    if block_d >= 256:
+        wide = [
+            triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=1)
+            for bm, bn in _WIDE_TILES[(kind, min(block_d, 512))]
+            for w in (4, 2)
+        ]
+        return wide[:1] if mode == "first" else wide
     if mode == "full":
         return [
             triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
@@ -48,40 +78,8 @@ def _configs(kind: str) -> list[triton.Config]:
             for s in (2, 3, 4)
             if not (w == 8 and bm * bn < 128 * 128 and bm < 128)
         ]
-    table = {
-        "fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3), (64, 32, 4, 4)],
-        "dkdv": [(64, 128, 8, 3), (32, 128, 4, 3), (64, 64, 4, 3), (32, 64, 4, 2)],
-        "dq": [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2)],
-    }[kind]
-    if mode == "first":  # correctness runs over many shapes: no tuning time
-        table = table[:1]
+    table = _TABLE[kind][:1] if mode == "first" else _TABLE[kind]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in table]
-
-
-def _prune_for(kind: str):
-    def prune(configs, named_args, **kwargs):
-        return _prune(kind, configs, named_args, **kwargs)
-
-    return prune
-
-
-def _prune(kind, configs, named_args, **kwargs):
-    """Wide heads (D > 128 pads BLOCK_D to 256 or 512) replace the list with small single-stage tiles.
-
-    Shared memory grows with rows x BLOCK_D: a 32x32 dK/dV tile at BLOCK_D=512 asked for 394 KB on an H100
-    (limit 227 KB). Several decreasing candidates are returned on purpose: the autotuner skips the ones that
-    fail to fit (OutOfResources) instead of failing the call, which a single config would do.
-    """
-    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 64))
-    if INTERPRET or bd < 256:
-        return configs
-    if kind == "fwd":
-        tiles = [(64, 64), (64, 32), (32, 32), (16, 16)] if bd == 256 else [(32, 32), (32, 16), (16, 16)]
-    else:
-        tiles = [(32, 32), (32, 16), (16, 16)] if bd == 256 else [(16, 16)]
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=1) for bm, bn in tiles for w in (4, 2)
-    ]
 
 
 _KEY = ["HEAD_DIM", "CAUSAL", "SPARSE", "HAS_PAD", "PREC", "SEQ_BUCKET"]
@@ -160,7 +158,6 @@ def _fwd_inner(
     return acc, m_i, l_i
 
 
-@triton.autotune(configs=_configs("fwd"), key=_KEY, prune_configs_by={"early_config_prune": _prune_for("fwd")})
 @triton.jit(do_not_specialize=_NOSPEC)
 def _fwd_kernel(
     Q, K, V, O, LSE, PAD, KS, KE, PQ, PK,
@@ -302,7 +299,6 @@ def _dkdv_inner(
     return dk, dv
 
 
-@triton.autotune(configs=_configs("dkdv"), key=_KEY, prune_configs_by={"early_config_prune": _prune_for("dkdv")})
 @triton.jit(do_not_specialize=_NOSPEC)
 def _bwd_dkdv_kernel(
     Q, K, V, DO, DK, DV, LSE, DELTA, PAD, KS, KE, QS, QE, PQ, PK,
@@ -425,7 +421,6 @@ def _dq_inner(
     return dq
 
 
-@triton.autotune(configs=_configs("dq"), key=_KEY, prune_configs_by={"early_config_prune": _prune_for("dq")})
 @triton.jit(do_not_specialize=_NOSPEC)
 def _bwd_dq_kernel(
     Q, K, V, DO, DQ, LSE, DELTA, PAD, KS, KE, PQ, PK,
@@ -490,3 +485,16 @@ def _bwd_dq_kernel(
     tl.store(
         DQ + b * sdqb + h * sdqh + rows_q[:, None] * sdqn + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qmask
     )
+
+
+JIT_KERNELS = {"fwd": _fwd_kernel, "dkdv": _bwd_dkdv_kernel, "dq": _bwd_dq_kernel}
+_AUTOTUNED: dict[tuple[str, int, str], triton.runtime.Autotuner] = {}
+
+
+def kernel(kind: str, block_d: int):
+    """The autotuned `kind` kernel over `configs_for(kind, block_d)`: the object every launch at this BLOCK_D
+    goes through (one per kind, BLOCK_D and tuning mode, built on first use; its tuning cache persists)."""
+    key = (kind, block_d, os.environ.get("FLURKA_FLASH_TUNE", ""))
+    if key not in _AUTOTUNED:
+        _AUTOTUNED[key] = triton.autotune(configs=configs_for(kind, block_d), key=_KEY)(JIT_KERNELS[kind])
+    return _AUTOTUNED[key]

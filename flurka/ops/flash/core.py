@@ -71,7 +71,7 @@ def _forward(
     lse = torch.empty(B * H, nq, device=q.device, dtype=torch.float32)
     dummy = lse  # never read when the matching constexpr flag is off
     grid = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)  # noqa: E731
-    K._fwd_kernel[grid](
+    K.kernel("fwd", _block_d(D))[grid](
         q, k, v, o, lse,
         pad if pad is not None else dummy,
         ranges.ks if ranges is not None else dummy,
@@ -125,7 +125,7 @@ def _backward(
     ks = ranges.ks if ranges is not None else dummy
     ke = ranges.ke if ranges is not None else dummy
     grid_n = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)  # noqa: E731
-    K._bwd_dkdv_kernel[grid_n](
+    K.kernel("dkdv", bd)[grid_n](
         q, k, v, do, dk, dv, lse, delta, pad_arg, ks, ke,
         ranges.qs if ranges is not None else dummy, ranges.qe if ranges is not None else dummy, pq, pk,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -134,7 +134,7 @@ def _backward(
         H, nq, nk, qk_scale, scale, bucket, **common,
     )  # fmt: skip
     grid_m = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)  # noqa: E731
-    K._bwd_dq_kernel[grid_m](
+    K.kernel("dq", bd)[grid_m](
         q, k, v, do, dq, lse, delta, pad_arg, ks, ke, pq, pk,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),

@@ -2,8 +2,9 @@
 
 Triton compiles for a GPU target without the GPU (ptxas ships with it), and a compiled kernel records the shared
 memory its launch will request; a request above the device's limit (227 KB on the H100/H200) is what failed for
-wide heads (D = 325 pads BLOCK_D to 512). This checks the configs the autotuner may pick for wide heads —
-`_kernels._prune`'s list — against that limit, on any machine:
+wide heads (D = 325 pads BLOCK_D to 512). This checks every config of the autotuned kernel objects that the
+launches at wide heads go through (`_kernels.kernel(kind, BLOCK_D).configs`, in the default and in the
+`FLURKA_FLASH_TUNE=first` mode) against that limit, on any machine:
 
     TRITON_INTERPRET=0 python -m flurka.ops.flash.smem [--quick]
 
@@ -15,6 +16,7 @@ Compilation details differ across Triton versions: the numbers are the installed
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import triton
@@ -22,7 +24,8 @@ import triton
 from flurka.ops.flash import _kernels as K
 from flurka.ops.gpu_compile import HOPPER_SMEM_LIMIT, hopper_shared_memory
 
-KERNELS = {"fwd": "_fwd_kernel", "dkdv": "_bwd_dkdv_kernel", "dq": "_bwd_dq_kernel"}
+KERNELS = ("fwd", "dkdv", "dq")
+MODES = ("", "first")  # FLURKA_FLASH_TUNE values whose launches are checked (full is for narrow heads)
 POINTERS = {
     **{name: "*bf16" for name in ("Q", "K", "V", "O", "DO", "DK", "DV", "DQ")},
     **{name: "*fp32" for name in ("LSE", "DELTA")},
@@ -35,20 +38,37 @@ FLOATS = ("qk_scale", "sm_scale")
 def shared_memory_bytes(kind: str, head_dim: int, block_d: int, config: triton.Config) -> int:
     """Bytes of shared memory the `kind` kernel (fwd, dkdv, dq) requests with `config`, bf16, causal, sparse and
     padded (every optional path compiled in), compiled for sm_90."""
-    jit = getattr(K, KERNELS[kind]).fn  # the JITFunction under the autotuner
+    jit = K.kernel(kind, block_d).fn  # the JITFunction under the autotuner the launch uses
     consts = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, CAUSAL=True, SPARSE=True, HAS_PAD=True, PREC="tf32",
                   EVEN_D=head_dim == block_d, **config.kwargs)  # fmt: skip
     types = {n: POINTERS.get(n, "fp32" if n in FLOATS else "i32") for n in jit.arg_names if n not in consts}
     return hopper_shared_memory(jit, types, consts, config.num_warps, config.num_stages)
 
 
+def launch_configs(kind: str, block_d: int) -> list[triton.Config]:
+    """Every config a launch of `kind` at this BLOCK_D can run with, in any checked tuning mode: the configs of
+    the very autotuner objects `core` launches (`_kernels.kernel`), not a list rebuilt beside them."""
+    previous = os.environ.get("FLURKA_FLASH_TUNE")
+    out: list[triton.Config] = []
+    try:
+        for mode in MODES:
+            os.environ["FLURKA_FLASH_TUNE"] = mode
+            out += [c for c in K.kernel(kind, block_d).configs if str(c) not in map(str, out)]
+    finally:
+        if previous is None:
+            os.environ.pop("FLURKA_FLASH_TUNE", None)
+        else:
+            os.environ["FLURKA_FLASH_TUNE"] = previous
+    return out
+
+
 def wide_head_configs(quick: bool) -> list[tuple[str, int, int, triton.Config]]:
-    """(kind, head_dim, BLOCK_D, config) for every config the prune hook offers wide heads; `quick`: only the
-    largest tile per kernel and head dim (the most shared memory), at 4 warps."""
+    """(kind, head_dim, BLOCK_D, config) for every config a wide-head launch can use; `quick`: only the largest
+    tile per kernel and head dim (the most shared memory), at 4 warps — also the `first` mode's config."""
     out = []
     for kind in KERNELS:
         for head_dim, block_d in ((325, 512), (256, 256)):
-            configs = K._prune(kind, [], {"BLOCK_D": block_d})
+            configs = launch_configs(kind, block_d)
             if quick:
                 biggest = max(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] for c in configs)
                 configs = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] == biggest]

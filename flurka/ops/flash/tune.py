@@ -30,7 +30,7 @@ def _force(kernel, cfg) -> None:
     kernel.cache = {}
 
 
-KERNELS = ("_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel")
+KERNELS = ("fwd", "dkdv", "dq")
 
 
 def sweep(
@@ -38,21 +38,23 @@ def sweep(
 ) -> dict[str, list]:
     q, k, v, do = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     scale = D**-0.5
-    defaults = {name: list(getattr(K, name).configs) for name in ("_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel")}
+    bd = core._block_d(D)
+    launched = {name: K.kernel(name, bd) for name in KERNELS}  # the objects core.py launches at this head dim
+    defaults = {name: list(kernel.configs) for name, kernel in launched.items()}
     o, lse = core._forward(q, k, v, causal, scale, None, None)
     out: dict[str, list] = {}
-    fixed = {"_fwd_kernel": (128, 64, 8, 3), "_bwd_dkdv_kernel": (64, 128, 8, 3), "_bwd_dq_kernel": (128, 64, 8, 3)}
+    fixed = {"fwd": (128, 64, 8, 3), "dkdv": (64, 128, 8, 3), "dq": (128, 64, 8, 3)}
     for name in kernels:
         deadline = time.time() + budget_s / len(kernels)
         for other, cfg in fixed.items():
-            _force(getattr(K, other), cfg)
+            _force(launched[other], cfg)
         rows = []
         for cfg in configs:
             if time.time() > deadline:
                 break
-            _force(getattr(K, name), cfg)
+            _force(launched[name], cfg)
             try:
-                if name == "_fwd_kernel":
+                if name == "fwd":
                     ms = bench_ms(lambda: core._forward(q, k, v, causal, scale, None, None))
                 else:
                     ms = bench_ms(lambda: core._backward(do, q, k, v, o, lse, causal, scale, None, None))
@@ -65,8 +67,8 @@ def sweep(
         print(f"B={B} N={N} H={H} D={D} causal={causal} {name} ({len(rows)} timed): "
               + ", ".join(f"{c}={m:.3f}" for m, c in rows[:6]))  # fmt: skip
     for name, cfgs in defaults.items():
-        getattr(K, name).configs = cfgs
-        getattr(K, name).cache = {}
+        launched[name].configs = cfgs
+        launched[name].cache = {}
     return out
 
 
