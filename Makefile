@@ -101,6 +101,9 @@ DEVICE_DATA ?= wikitext-2 glue mnist multi30k
 device-stage: ## stage .device/ (wheels the GPU image lacks + DEVICE_DATA datasets) for the device tool
 	rm -rf .device/data
 	../shared/device/stage.sh $(DEVICE_DATA)
+	@# the GPU machine's copy of .git is the session's starting one: record the commit the results come from
+	@echo "$$(git rev-parse HEAD)$$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty)" > .device/commit
+	@echo "staged for commit $$(cat .device/commit) (stage again after committing)"
 
 clean: ## remove run folders (not results/)
 	rm -rf runs outputs multirun

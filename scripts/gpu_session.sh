@@ -10,6 +10,9 @@
 # as $OUT/results.tgz (unpack it at the repository root, then commit: the files carry their own provenance).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
+# results name the commit staged by `make device-stage` (the machine's .git is older than the tree it runs)
+if [[ -f .device/commit ]]; then export FLURKA_COMMIT=$(cat .device/commit); fi
+echo "commit: ${FLURKA_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}"
 mkdir -p "$OUT"
 status=0
 step() {  # step NAME CMD...: run, log, remember failure, continue with the next step

@@ -137,3 +137,17 @@ def test_table_notes_say_when_the_final_numbers_come_from_a_subset():
     assert "subset" not in table_notes(spec, whole, whole, "mini")
     part = [{"name": "full", "seed": 0, "eval_accuracy": 0.9, "eval_examples_cap": 1280}]
     assert "full: first 1,280 examples" in table_notes(spec, part, part, "mini")
+
+
+def test_provenance_names_the_staged_commit_on_the_gpu_machine(monkeypatch):
+    """The device machine's .git is the session's starting one; FLURKA_COMMIT (from .device/commit) must win, and
+    without it the commit is this checkout's HEAD."""
+    import subprocess
+
+    from flurka.results.provenance import git_commit, provenance
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.delenv("FLURKA_COMMIT", raising=False)
+    assert git_commit().split("+")[0] == head
+    monkeypatch.setenv("FLURKA_COMMIT", "0123abcd")
+    assert provenance("x")["commit"] == "0123abcd"

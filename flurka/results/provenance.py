@@ -19,7 +19,13 @@ import torch
 
 
 def git_commit(short: bool = False) -> str:
-    """The commit of the checkout this runs from, with '+dirty' when tracked files differ from it."""
+    """The commit of the checkout this runs from, with '+dirty' when tracked files differ from it.
+
+    FLURKA_COMMIT, when set, wins: the device tool's GPU machine gets a copy of the working tree whose .git is
+    the session's starting one, so git there names an older commit (`make device-stage` records the real one
+    in .device/commit and scripts/gpu_session.sh exports it)."""
+    if os.environ.get("FLURKA_COMMIT"):
+        return os.environ["FLURKA_COMMIT"]
     here = Path(__file__).resolve().parent
     try:
         args = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
