@@ -82,6 +82,8 @@ def table_notes(spec: TableSpec, summaries: Rows, rows: Rows, scale: str) -> str
 def run_sizes(summaries: Rows, by_task: bool = False) -> str:
     """What the runs did: steps, training tokens and sequence length — once if every run did the same, else per
     row (per task prefix in a task × variant table)."""
+    if not summaries:
+        return "No run finished."
     sizes: dict[str, tuple] = {}
     for s in summaries:
         key = split_row(s["name"])[0] if by_task else s["name"]
