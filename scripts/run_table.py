@@ -7,7 +7,8 @@ a smoke one in runs/<TABLE>-smoke-table/, so smoke runs never touch committed re
 
 A row that raises is recorded as failed (runs/.../failed.json, then results.json and table.md) and the next
 row runs; rows that start from a failed row's checkpoint are marked failed without running. The exit code is
-the number of rows that failed (0: the table is whole).
+the number of rows this command ran that failed (0: all of them finished); table.md also names rows that failed
+in earlier calls and rows with no run yet.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 class TableRun(NamedTuple):
     """What a table run produced: the table's folder (None at full scale, which only prints commands) and the
-    rows that failed (their errors are in results.json and table.md)."""
+    failure records of the rows this call ran that failed (they are also in results.json and table.md)."""
 
     out: Path | None
     failed: tuple[dict, ...] = ()
@@ -75,6 +76,7 @@ def run(argv: list[str] | None = None) -> TableRun:
     # group's other rows (earlier calls' parts of the table, with --rows) keep their runs. A row that raises is
     # recorded (failed.json in its folder) and the table goes on; the table names it.
     failed_rows: set[str] = set()
+    this_call: list[dict] = []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for row in rows:
             for seed in args.seeds:
@@ -92,7 +94,7 @@ def run(argv: list[str] | None = None) -> TableRun:
                     train(cfg)
                 except Exception as error:  # any failure of one row is recorded; the table goes on
                     traceback.print_exc()
-                    record_failure(run_dir, row, seed, error)
+                    this_call.append(record_failure(run_dir, row, seed, error))
                     failed_rows.add(row)
                     print(f"[{args.table}] {row} seed {seed} FAILED: {type(error).__name__}: {error}", flush=True)
     summaries = [s for s in collect_runs(args.runs_root, group) if s["name"] in set(rows_of(args.table)) | set(rows)]
@@ -117,9 +119,12 @@ def run(argv: list[str] | None = None) -> TableRun:
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md
     print((out / "table.md").read_text())
-    if failed:
+    if failed_rows:
         print(f"[{args.table}] {len(failed_rows)} row(s) failed: {', '.join(sorted(failed_rows))}", file=sys.stderr)
-    return TableRun(out=out, failed=tuple(failed))
+    earlier = sorted({f["name"] for f in failed} - failed_rows)
+    if earlier:
+        print(f"[{args.table}] failed in an earlier call, not rerun: {', '.join(earlier)}", file=sys.stderr)
+    return TableRun(out=out, failed=tuple(this_call))
 
 
 def main(argv: list[str] | None = None) -> Path | None:

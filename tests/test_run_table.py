@@ -191,6 +191,10 @@ def test_a_failing_row_is_recorded_and_the_table_goes_on(tmp_path, monkeypatch):
     failed_json = tmp_path / "runs" / "table-imagenet-smoke" / "linear" / "seed0" / "failed.json"
     assert "Traceback" in json.loads(failed_json.read_text())["traceback"]
     assert outcome.out == tmp_path / "runs" / "table-imagenet-smoke-table"  # never results/, which holds mini
+    # a later call that reruns another row exits 0: its rows finished; the table still names the earlier failure
+    again = run_table.run(["table-imagenet", "--rows", "eva", *common])
+    assert run_table.exit_code(again) == 0
+    assert "| linear | 0 | failed:" in (again.out / "table.md").read_text()
 
 
 def test_rows_that_start_from_a_failed_row_are_not_run(tmp_path, monkeypatch):
