@@ -47,6 +47,16 @@ class FullAttention(Attention):
     def attend(self, q, k, v, *, padding_mask):
         B, n_q, _, D = q.shape
         n_k = k.shape[1]
+        if (
+            self.impl == "sdpa"
+            and padding_mask is None
+            and self.positional != "alibi"
+            and (not self.causal or n_q == n_k)
+        ):
+            # no mask tensor: SDPA's flash/cuDNN backends (which refuse an explicit mask) can run, and causal ones
+            # skip the blocks above the diagonal. Square causal is where top-left (SDPA) = bottom-right (ours).
+            qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
+            return F.scaled_dot_product_attention(qh, kh, vh, is_causal=self.causal).transpose(1, 2)
         mask = visibility_mask(n_q, n_k, causal=self.causal, padding_mask=padding_mask, device=q.device)
         empty_rows = None
         if mask is not None:
