@@ -25,7 +25,7 @@ from flurka.models.transfer import strip_wrappers, transfer_weights
 from flurka.results.provenance import provenance
 from flurka.train import dist
 from flurka.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
-from flurka.train.config import InitConfig, TrainerConfig, from_mapping
+from flurka.train.config import InitConfig, TrainerConfig, check_target_node, from_mapping
 from flurka.train.loggers import RunLogger
 from flurka.train.schedule import lr_at
 from flurka.train.throughput import mfu
@@ -41,9 +41,6 @@ def _instantiate(node: dict[str, Any], **kwargs):
     from hydra.utils import instantiate
 
     return instantiate(node, **kwargs)
-
-
-INIT_MODES = ("scratch", "resume", "from_checkpoint", "from_pretrained")
 
 
 def _pretrained_weights(path: str, model_cfg: dict[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -119,15 +116,19 @@ def evaluate(
     return task.eval_metrics((total[0] / total[1].clamp(min=1)).item())
 
 
+def check_config(c: dict[str, Any]) -> tuple[TrainerConfig, InitConfig]:
+    """Every typed section checked (types, ranges, unknown keys) before anything is built, loaded or written."""
+    t = from_mapping(TrainerConfig, c.get("trainer"), "trainer")
+    init = from_mapping(InitConfig, c.get("init"), "init")
+    check_target_node(c.get("model"), "model")
+    check_target_node(c.get("task"), "task")
+    return t, init
+
+
 def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """Train (or resume, or up-train) one run; returns the summary also written to summary.json."""
     c = _to_container(cfg)
-    t = from_mapping(TrainerConfig, c.get("trainer"), "trainer")
-    init = from_mapping(InitConfig, c.get("init"), "init")
-    if init.mode not in INIT_MODES:
-        raise ValueError(f"init.mode must be one of {', '.join(INIT_MODES)}; got {init.mode!r}")
-    if t.strategy not in ("ddp", "fsdp"):
-        raise ValueError(f"trainer.strategy must be 'ddp' or 'fsdp'; got {t.strategy!r}")
+    t, init = check_config(c)
     info = dist.setup(t.device)
     seed = int(c.get("seed", 0))
     torch.manual_seed(seed)  # the same initial weights on every rank (FSDP shards what each rank built)
