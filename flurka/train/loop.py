@@ -122,6 +122,9 @@ def check_config(c: dict[str, Any]) -> tuple[TrainerConfig, InitConfig]:
     init = from_mapping(InitConfig, c.get("init"), "init")
     check_target_node(c.get("model"), "model")
     check_target_node(c.get("task"), "task")
+    from flurka.data.sources import set_verify_mode
+
+    set_verify_mode((c.get("data") or {}).get("verify", "stamp"))
     return t, init
 
 
