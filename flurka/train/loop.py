@@ -82,6 +82,20 @@ def build_optimizer(model: torch.nn.Module, t: TrainerConfig, new_params: set[st
     return torch.optim.AdamW(param_groups, lr=t.lr, betas=t.betas)
 
 
+def nan_loss_message(
+    loss: float, step: int, lr: float, attention: str, run_dir: Path, resumed_from: Path | None, start_step: int
+) -> str:
+    """What to do about a non-finite loss. Checkpoints pass their checksum before training starts, so a NaN at
+    the first resumed step means the weights were saved that way, not that the file or the data is damaged."""
+    head = f"loss became {loss} at step {step} (lr {lr:.3g}, attention {attention}); stopping."
+    if resumed_from is not None and step == start_step:
+        return (
+            f"{head} It is the first step after resuming from {resumed_from}, which matches its checksum: the "
+            "weights were already non-finite when saved. Resume from an earlier checkpoint (init.path=...)."
+        )
+    return f"{head} The last good checkpoint in {run_dir}/checkpoints is untouched: lower trainer.lr or check the data."
+
+
 def _fault_injection(step: int) -> None:
     """Tests simulate a crash (no cleanup, like SIGKILL) at a given step through FLURKA_FAULT_AT_STEP."""
     at = os.environ.get("FLURKA_FAULT_AT_STEP")
@@ -309,10 +323,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         if not math.isfinite(train_loss):
             bar.close()
             logger.finish()
-            raise FloatingPointError(
-                f"loss became {train_loss} at step {step} (lr {lr:.3g}, attention {att_name}); stopping. The last "
-                f"good checkpoint in {run_dir}/checkpoints is untouched: lower trainer.lr or check the data."
-            )
+            raise FloatingPointError(nan_loss_message(train_loss, step, lr, att_name, run_dir, ckpt_path, start_step))
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
         optimizer.step()
