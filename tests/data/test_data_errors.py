@@ -55,7 +55,7 @@ def test_a_file_changed_in_place_with_its_mtime_restored_is_hashed_again(tmp_pat
 
 
 def test_verify_full_rehashes_every_time_and_stamp_only_when_changed(tmp_path, monkeypatch, cache):
-    path, checkers = _checkers(tmp_path, monkeypatch)
+    _, checkers = _checkers(tmp_path, monkeypatch)
     calls = []
     real = sources.sha256_file
     monkeypatch.setattr(sources, "sha256_file", lambda p: calls.append(p) or real(p))
