@@ -53,12 +53,13 @@ class InitConfig:
 
 # Valid ranges by key name, shared by the trainer and the model/task signatures (a size is a size anywhere).
 POSITIVE = {
-    "max_steps", "batch_size", "micro_batch_size", "eval_batch_size", "log_every", "lr", "time_budget_s",
+    "max_steps", "batch_size", "micro_batch_size", "eval_batch_size", "log_every", "time_budget_s",
     "n_layers", "n_heads", "d_model", "d_ff", "seq_len", "max_len", "vocab_size", "src_vocab_size",
     "tgt_vocab_size", "patch_size", "image_size", "channels", "num_classes", "num_labels", "levels", "resolution",
     "beam_size", "min_length", "max_length", "max_depth", "max_args", "num_train", "num_valid", "layer_norm_eps",
 }  # fmt: skip
-NON_NEGATIVE = {"warmup_steps", "eval_every", "checkpoint_every", "throughput_skip_steps", "weight_decay",
+# lr may be 0: a run that must keep its loaded weights still (tests of up-training do that)
+NON_NEGATIVE = {"lr", "warmup_steps", "eval_every", "checkpoint_every", "throughput_skip_steps", "weight_decay",
                 "grad_clip", "freeze_steps", "seed"}  # fmt: skip
 UNIT_INTERVAL = {"dropout": (0.0, 1.0), "mask_prob": (0.0, 1.0), "min_lr_ratio": (0.0, 1.0), "betas": (0.0, 1.0)}
 

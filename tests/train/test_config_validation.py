@@ -27,6 +27,7 @@ BAD = [
     ("model.n_layers=0", "model.n_layers must be > 0; got 0"),
     ("model.dropout=1.0", "model.dropout must be in \\[0.0, 1.0\\); got 1.0"),
     ("trainer.warmup_steps=-1", "trainer.warmup_steps must be >= 0; got -1"),
+    ("trainer.lr=-1e-3", "trainer.lr must be >= 0; got -0.001"),
     ("+model.n_layerz=2", "unknown model key 'n_layerz' for flurka.models.gpt.GPT; valid: .*n_layers"),
     ("data.verify=sometimes", "data.verify must be one of stamp, full; got 'sometimes'"),
 ]
