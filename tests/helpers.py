@@ -66,8 +66,8 @@ def compose(overrides: list[str]):
 
 
 def logged_losses(run_dir: Path) -> list[tuple[int, float]]:
-    """(step, train loss) of every train record in a run's metrics.jsonl, in order: a resumed run re-logs the
-    steps after its checkpoint, so a step can appear twice."""
+    """(step, train loss) of every train record in a run's metrics.jsonl, in order (one per step: a resume
+    first cuts the file back to its checkpoint's step)."""
     records = (json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines())
     return [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
 

@@ -183,7 +183,7 @@ class FLuRKARNN(FLuRKAMixin, LinearAttention):
         # the causal kernel routine works with log-features; log(elu+1) is computed directly, stably
         s_log = log_elu_plus_one(sk)
         out = causal_kernel_attention(
-            self.features(q),
+            log_elu_plus_one(q),
             log_elu_plus_one(k),
             v,
             chunk_size=self.flurka_chunk,

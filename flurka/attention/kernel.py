@@ -144,15 +144,16 @@ class PerformerAttention(Attention):
         """FAVOR+ core on [B, N, H, D]; `summary_kv` = causal FLuRKA's chunk summary keys/values [B, C, R, H, D]."""
         scale = self.head_dim**-0.25
         q, k = q * scale, k * scale
-        phi_q = favor_plus_features(q, self.projection, is_query=True)
         if self.causal:
             s_log = s_v = None
             if summary_kv is not None:
                 sk, s_v = summary_kv
                 B, C, R, H, D = sk.shape
-                s_log = favor_exponent(sk.reshape(B, C * R, H, D) * scale, self.projection).view(B, C, R, H, -1)
+                s_log = favor_exponent(sk.reshape(B, C * R, H, D) * scale, self.projection).view(
+                    B, C, R, H, self.n_features
+                )
             out = causal_kernel_attention(
-                phi_q,
+                favor_exponent(q, self.projection),  # log-features: stabilised against the keys inside
                 favor_exponent(k, self.projection),
                 v,
                 chunk_size=self.chunk_size,
@@ -164,6 +165,7 @@ class PerformerAttention(Attention):
             return out.to(q.dtype)
         from flurka.ops.linear import linear_attention
 
+        phi_q = favor_plus_features(q, self.projection, is_query=True)
         phi_k, v = zero_padded_keys(favor_plus_features(k, self.projection, is_query=False), v, padding_mask)
         out, _ = linear_attention(
             phi_q.to(q.dtype), phi_k.to(q.dtype), v, causal=False, eps=NORMALIZER_EPS, backend=self.backend

@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from flurka.data.sources import DataError, cache_root, data_root
+from flurka.data.sources import (
+    DataError,
+    already_verified,
+    cache_write,
+    data_root,
+    remember_verified,
+    stamp_key,
+    writable_cache,
+)
 
 PUBLISHED: dict[str, tuple[str, str]] = {}
 
@@ -47,14 +54,11 @@ def digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def _stamp(path: Path) -> Path:
-    return cache_root() / "verified" / (hashlib.sha1(str(path.resolve()).encode()).hexdigest() + ".json")
-
-
 def checked(root: str | Path | None, rel: str, *, hint: str) -> Path:
     """`root/rel` after checking it exists and matches its PUBLISHED digest (if any), remembered per version.
 
-    The stamp (size, mtime, expected digest) means a second run does not re-hash an unchanged file.
+    The stamp (`sources.stamp_key`: size, mtime, inode change time, expected digest) means a second run does
+    not re-hash an unchanged file; `data.verify=full` re-hashes anyway.
     """
     path = data_root(root) / rel
     if not path.is_file():
@@ -62,25 +66,16 @@ def checked(root: str | Path | None, rel: str, *, hint: str) -> Path:
     if rel not in PUBLISHED or is_hub_copy(path):
         return path
     algorithm, expected = PUBLISHED[rel]
-    st = path.stat()
-    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, algorithm: expected}
-    stamp = _stamp(path)
-    try:
-        if json.loads(stamp.read_text()) == key:
-            return path
-    except (OSError, ValueError):
-        pass
+    key = stamp_key(path, {algorithm: expected})
+    if already_verified(path, key):
+        return path
     actual = digest(path, algorithm)
     if actual != expected:
         raise DataError(
             f"checksum mismatch for {path}: {algorithm} {actual}, expected {expected}. The file is corrupt or not "
             f"the published version; replace it. {hint}"
         )
-    try:
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps(key))
-    except OSError:
-        pass  # a read-only cache still works; it just re-hashes next time
+    remember_verified(path, key)
     return path
 
 
@@ -92,32 +87,35 @@ def is_hub_copy(path: Path) -> bool:
 
 
 def source_key(paths: list[Path], *extra: object) -> str:
-    """A cache key for data derived from `paths`: their size and mtime plus any options (tokenizer id...).
+    """A cache key for data derived from `paths`: their size, mtime and inode change time plus any options
+    (tokenizer id...).
 
-    Content hashes are checked by `checked()` (stamped by size+mtime), so keying on size+mtime here identifies
-    the same verified content without hashing large files again.
+    Content hashes are checked by `checked()` (stamped on the same fields), so keying on them here identifies
+    the same verified content without hashing large files again; the change time catches an in-place edit
+    whose mtime was put back.
     """
     h = hashlib.sha256()
     for p in paths:
         st = p.stat()
-        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|".encode())
     for e in extra:
         h.update(repr(e).encode())
     return h.hexdigest()[:16]
 
 
 def save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)  # a crash never leaves a half-written cache that a later run would trust
+    with cache_write(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+        np.save(tmp, array)
+        os.replace(tmp, path)  # a crash never leaves a half-written cache that a later run would trust
 
 
 def cached_arrays(
     folder: str, key: str, names: list[str], build: Callable[[], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Arrays `names` cached as .npy under cache_root()/folder/<key>-<name>.npy, memory-mapped on reuse."""
-    base = cache_root() / folder
+    base = writable_cache(folder)
     paths = {n: base / f"{key}-{n}.npy" for n in names}
     if all(p.exists() for p in paths.values()):
         return {n: np.load(p, mmap_mode="r") for n, p in paths.items()}

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from flurka.data.lm import LMTask, split_stream
-from flurka.data.sources import DataError, cache_root, data_root, verified_file
+from flurka.data.sources import DataError, cache_root, cache_write, data_root, read_utf8, verified_file, writable_cache
 from flurka.data.tokenizers import ByteTokenizer, GPT2BPETokenizer, SentencePieceTokenizer, Tokenizer
 
 BUNDLED = Path(__file__).parent / "bundled"
@@ -126,11 +126,12 @@ def tokenize_cached(path: Path, tokenizer: Tokenizer, cache_dir: Path) -> np.nda
     if tokenizer.id == "byte":
         ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int32)  # = encode(decode(raw)) for UTF-8; any bytes
     else:
-        ids = np.asarray(tokenizer.encode(raw.decode("utf-8")), dtype=np.int32)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}.npy")
-    np.save(tmp, ids)
-    os.replace(tmp, cache)
+        ids = np.asarray(tokenizer.encode(read_utf8(path)), dtype=np.int32)
+    with cache_write(cache.parent):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + f".tmp{os.getpid()}.npy")
+        np.save(tmp, ids)
+        os.replace(tmp, cache)
     return ids
 
 
@@ -165,7 +166,7 @@ def build_lm_task(
     else:
         raise ValueError(f"unknown corpus {corpus!r}; valid: {', '.join(CORPORA)} (or pass files=...)")
     paths = corpus_files(spec, root)
-    cache_dir = cache_root() / spec.name
+    cache_dir = writable_cache(spec.name)
     train_file = paths.get("train", paths.get("all"))
     tok = make_tokenizer(tokenizer, train_file, cache_dir, vocab_size, tokenizer_path)
     if "all" in paths:
@@ -197,9 +198,10 @@ OWT2_LAYOUT = (
 def _owt2_documents(path: Path) -> Iterator[str]:
     """The documents of one shard: every JSON line's "text", or a whole .txt file."""
     if path.suffix == ".txt":
-        yield path.read_text(encoding="utf-8")
+        yield read_utf8(path)
         return
     opener = gzip.open if path.suffix == ".gz" else open
+    n = 0
     try:
         with opener(path, "rt", encoding="utf-8") as f:
             for n, line in enumerate(f, start=1):
@@ -211,6 +213,8 @@ def _owt2_documents(path: Path) -> Iterator[str]:
                     raise DataError(f"{path} line {n}: not a JSON object with a 'text' field ({err})") from err
     except (EOFError, gzip.BadGzipFile) as err:
         raise DataError(f"{path} is corrupt or truncated ({err}); replace it") from err
+    except UnicodeDecodeError:  # the error itself holds a whole block of the file: name the file instead
+        raise DataError(f"{path} is not UTF-8 text (bad bytes near line {n + 1}); re-encode it as UTF-8") from None
 
 
 def _owt2_shards(folder: Path) -> list[Path]:
@@ -226,9 +230,10 @@ def tokenize_documents_cached(shards: list[Path], tokenizer: Tokenizer, eos_id: 
     dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.int32
     if cache_file.exists():
         return np.memmap(cache_file, dtype=dtype, mode="r")
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    with cache_write(cache_file.parent):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(cache_file.name + f".tmp{os.getpid()}")
-    with tmp.open("wb") as out:
+    with cache_write(cache_file.parent), tmp.open("wb") as out:
         for shard in shards:
             for doc in _owt2_documents(shard):
                 out.write(np.asarray([*tokenizer.encode(doc), eos_id], dtype=dtype).tobytes())

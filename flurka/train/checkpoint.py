@@ -3,11 +3,13 @@
 A checkpoint holds the raw model state (no DDP/compile prefixes), optimizer, step, RNG states, the best
 metric so far, and the W&B run id, so a resumed run continues the same W&B run. It is written to a temporary
 file and renamed, and `latest.json` is updated only afterwards: a crash mid-save leaves the previous
-checkpoint intact and pointed to.
+checkpoint intact and pointed to. Each checkpoint records a sha256 of its tensors and metadata at save time;
+a load recomputes it, so a flipped bit is refused with the file named instead of training on corrupt weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -32,6 +34,35 @@ def _atomic_write_text(text: str, path: Path) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint whose content no longer matches the checksum recorded when it was saved."""
+
+
+def _update(h: Any, obj: Any) -> None:
+    """Feed a nested state (dicts, lists, tensors, scalars) into hash `h`, in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, no copy
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            h.update(f"K{key!s}".encode())
+            _update(h, obj[key])
+    elif isinstance(obj, list | tuple):
+        h.update(f"L{len(obj)}".encode())
+        for item in obj:
+            _update(h, item)
+    else:
+        h.update(f"V{obj!r}".encode())
+
+
+def state_checksum(payload: dict[str, Any]) -> str:
+    """sha256 over everything a checkpoint holds except the checksum itself."""
+    h = hashlib.sha256()
+    _update(h, {k: v for k, v in payload.items() if k != "checksum"})
+    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -71,6 +102,7 @@ def save_checkpoint(
         "step": step,
         "meta": json.dumps(meta, default=str),
     }
+    payload["checksum"] = state_checksum(payload)
     _atomic_save(payload, path)
     if name is None:
         _atomic_write_text(json.dumps({"path": path.name, "step": step}), ckpt_dir / LATEST)
@@ -93,5 +125,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and why
         raise RuntimeError(f"cannot load checkpoint {path}: {err}") from err
+    recorded = state.get("checksum")
+    if recorded is not None and state_checksum(state) != recorded:  # checkpoints from before checksums: no check
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is corrupt: its content does not match the sha256 recorded when it was saved "
+            "(a flipped bit or a damaged copy). Resume from another checkpoint (init.path=...) or restore the file."
+        )
     state["meta"] = json.loads(state["meta"]) if isinstance(state.get("meta"), str) else state.get("meta", {})
     return state

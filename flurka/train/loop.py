@@ -25,8 +25,9 @@ from flurka.models.transfer import strip_wrappers, transfer_weights
 from flurka.results.provenance import provenance
 from flurka.train import dist
 from flurka.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
-from flurka.train.config import InitConfig, TrainerConfig, from_mapping
+from flurka.train.config import InitConfig, TrainerConfig, check_target_node, from_mapping
 from flurka.train.loggers import RunLogger
+from flurka.train.run_folder import finished_summary, prepare_run_folder, releases_run_folders, truncate_metrics
 from flurka.train.schedule import lr_at
 from flurka.train.throughput import mfu
 
@@ -41,9 +42,6 @@ def _instantiate(node: dict[str, Any], **kwargs):
     from hydra.utils import instantiate
 
     return instantiate(node, **kwargs)
-
-
-INIT_MODES = ("scratch", "resume", "from_checkpoint", "from_pretrained")
 
 
 def _pretrained_weights(path: str, model_cfg: dict[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -83,6 +81,20 @@ def build_optimizer(model: torch.nn.Module, t: TrainerConfig, new_params: set[st
         for (decay, is_new), ps in sorted(groups.items())
     ]
     return torch.optim.AdamW(param_groups, lr=t.lr, betas=t.betas)
+
+
+def nan_loss_message(
+    loss: float, step: int, lr: float, attention: str, run_dir: Path, resumed_from: Path | None, start_step: int
+) -> str:
+    """What to do about a non-finite loss. Checkpoints pass their checksum before training starts, so a NaN at
+    the first resumed step means the weights were saved that way, not that the file or the data is damaged."""
+    head = f"loss became {loss} at step {step} (lr {lr:.3g}, attention {attention}); stopping."
+    if resumed_from is not None and step == start_step:
+        return (
+            f"{head} It is the first step after resuming from {resumed_from}, which matches its checksum: the "
+            "weights were already non-finite when saved. Resume from an earlier checkpoint (init.path=...)."
+        )
+    return f"{head} The last good checkpoint in {run_dir}/checkpoints is untouched: lower trainer.lr or check the data."
 
 
 def _fault_injection(step: int) -> None:
@@ -131,15 +143,23 @@ def evaluate(
     return task.eval_metrics((total[0] / total[1].clamp(min=1)).item())
 
 
+def check_config(c: dict[str, Any]) -> tuple[TrainerConfig, InitConfig]:
+    """Every typed section checked (types, ranges, unknown keys) before anything is built, loaded or written."""
+    t = from_mapping(TrainerConfig, c.get("trainer"), "trainer")
+    init = from_mapping(InitConfig, c.get("init"), "init")
+    check_target_node(c.get("model"), "model")
+    check_target_node(c.get("task"), "task")
+    from flurka.data.sources import set_verify_mode
+
+    set_verify_mode((c.get("data") or {}).get("verify", "stamp"))
+    return t, init
+
+
+@releases_run_folders
 def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """Train (or resume, or up-train) one run; returns the summary also written to summary.json."""
     c = _to_container(cfg)
-    t = from_mapping(TrainerConfig, c.get("trainer"), "trainer")
-    init = from_mapping(InitConfig, c.get("init"), "init")
-    if init.mode not in INIT_MODES:
-        raise ValueError(f"init.mode must be one of {', '.join(INIT_MODES)}; got {init.mode!r}")
-    if t.strategy not in ("ddp", "fsdp"):
-        raise ValueError(f"trainer.strategy must be 'ddp' or 'fsdp'; got {t.strategy!r}")
+    t, init = check_config(c)
     info = dist.setup(t.device)
     seed = int(c.get("seed", 0))
     torch.manual_seed(seed)  # the same initial weights on every rank (FSDP shards what each rank built)
@@ -159,6 +179,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     att_name = factory_name(attention)
     model_name = c["model"].get("_target_", "model").rsplit(".", 1)[-1].lower()
     run_dir = run_dir_for(c, att_name, model_name, task.name)
+    prepare_run_folder(run_dir, resume=init.mode == "resume", overwrite=init.overwrite, info=info)
 
     # ---- where do the weights come from?
     start_step, best, wandb_id, new_params, train_seconds = 0, math.inf, None, set(), 0.0
@@ -167,17 +188,22 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         ckpt_path = Path(init.path) if init.path else latest_checkpoint(run_dir)
         if ckpt_path is None:
             raise FileNotFoundError(f"init.mode=resume but {run_dir}/checkpoints has no checkpoint to resume from")
-    elif init.mode == "scratch" and latest_checkpoint(run_dir) is not None:
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints; resume it with init.mode=resume, or choose another name/seed"
-        )
-    state = None
+    state, train_loss = None, float("nan")
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path, info.device)
         model.load_state_dict(strip_wrappers(state["model"]))
         start_step, best = int(state["step"]), float(state["meta"].get("best_eval_loss", math.inf))
         train_seconds = float(state["meta"].get("train_seconds", 0.0))
         wandb_id = state["meta"].get("wandb_run_id")
+        train_loss = float(state["meta"].get("train_loss", math.nan))
+        finished = finished_summary(run_dir, start_step, train_seconds, t.max_steps, t.time_budget_s)
+        if finished is not None:  # a finished run: nothing to train, nothing to rewrite
+            if info.is_main:
+                print(f"[flurka] {run_dir} already finished at step {start_step} (trainer.max_steps={t.max_steps}); "
+                      "nothing to do. Raise trainer.max_steps to continue it.")  # fmt: skip
+            return finished
+        if info.is_main:
+            truncate_metrics(run_dir, start_step)
     elif init.mode in ("from_checkpoint", "from_pretrained"):
         if not init.path:
             raise ValueError(f"init.mode={init.mode} needs init.path=<checkpoint file or Hugging Face folder>")
@@ -260,7 +286,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         # under FSDP gathering the full state is a collective: every rank takes part, rank 0 writes
         model_state, optimizer_state = dist.full_state(raw_model, optimizer, fsdp=fsdp)
         if info.is_main:
-            meta.update(best_eval_loss=best, step=step, train_seconds=train_seconds)
+            meta.update(best_eval_loss=best, step=step, train_seconds=train_seconds, train_loss=train_loss)
             save_checkpoint(
                 run_dir,
                 step=step,
@@ -283,7 +309,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     )
     model.train()
     last_eval: dict[str, float] = {}
-    timed_tokens, timed_seconds, train_loss = 0, 0.0, float("nan")
+    timed_tokens, timed_seconds = 0, 0.0
     wall_start = time.perf_counter()
     window_start, window_tokens = time.perf_counter(), 0
     done = start_step
@@ -317,10 +343,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         if not math.isfinite(train_loss):
             bar.close()
             logger.finish()
-            raise FloatingPointError(
-                f"loss became {train_loss} at step {step} (lr {lr:.3g}, attention {att_name}); stopping. The last "
-                f"good checkpoint in {run_dir}/checkpoints is untouched: lower trainer.lr or check the data."
-            )
+            raise FloatingPointError(nan_loss_message(train_loss, step, lr, att_name, run_dir, ckpt_path, start_step))
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
         optimizer.step()
@@ -360,6 +383,8 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         if final:
             break
     bar.close()
+    if done == start_step:  # resumed at its end, before summary.json was written: evaluate what the run made
+        last_eval = evaluate(model, task, "valid", t, info, autocast, shard=not fsdp)
     test_eval: dict[str, float] = {}
     if t.test_at_end:  # the final model, on data no choice was made on (the papers' LRA/WMT numbers are test)
         test_eval = evaluate(model, task, "test", t, info, autocast, shard=not fsdp, max_batches=t.final_eval_batches)

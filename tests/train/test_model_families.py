@@ -74,11 +74,12 @@ def test_resume_continues_exactly_for_every_family(family, tmp_path, monkeypatch
     monkeypatch.setattr(loop, "_fault_injection", crash_at_6)
     with pytest.raises(SimulatedCrashError):
         train(compose([*common, f"run_dir={tmp_path / 'crashed'}"]))
+    assert 5 in dict(logged_losses(tmp_path / "crashed"))  # the crash came after the step-4 checkpoint
     monkeypatch.setattr(loop, "_fault_injection", real)
     train(compose([*common, f"run_dir={tmp_path / 'crashed'}", "init.mode=resume"]))
 
     steps = [step for step, _ in logged_losses(tmp_path / "crashed")]
-    assert steps.count(5) == 2  # it resumed from the step-4 checkpoint
+    assert steps == list(range(1, 11))  # one row per step: the crashed attempt's rows after step 4 were replaced
     whole, resumed = losses(tmp_path / "whole"), losses(tmp_path / "crashed")
     assert sorted(whole) == sorted(resumed) == list(range(1, 11))
     assert whole == resumed

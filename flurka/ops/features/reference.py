@@ -87,6 +87,8 @@ def favor_plus_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: 
     feature (0 by default: the attention normaliser has its own eps); the 1/√m factor cancels and is dropped.
     """
     z = favor_exponent(x, projection)
+    if z.numel() == 0:  # an empty sequence: no max to take, and nothing to stabilise
+        return z + eps
     if is_query:
         c = z.amax(dim=-1, keepdim=True)
     else:
