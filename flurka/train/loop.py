@@ -27,6 +27,7 @@ from flurka.train import dist
 from flurka.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from flurka.train.config import InitConfig, TrainerConfig, from_mapping
 from flurka.train.loggers import RunLogger
+from flurka.train.naming import NothingToResumeError, RunExistsError, default_name, run_exists_message
 from flurka.train.schedule import lr_at
 from flurka.train.throughput import mfu
 
@@ -61,10 +62,12 @@ def _pretrained_weights(path: str, model_cfg: dict[str, Any], model: torch.nn.Mo
 
 
 def run_dir_for(cfg: dict[str, Any], attention: str, model: str, task: str) -> Path:
-    """runs/<group>/<name>/seed<seed>: a function of the config only (no timestamps), so every rank agrees."""
+    """runs/<group>/<name>/seed<seed>: a function of the config only (no timestamps), so every rank agrees.
+    The default name ends in a hash of what the config trains, so different configurations get different
+    folders (flurka.train.naming)."""
     if cfg.get("run_dir"):
         return Path(cfg["run_dir"])
-    name = cfg.get("name") or f"{task}-{model}-{attention}"
+    name = cfg.get("name") or default_name(cfg, attention, model, task)
     return Path(cfg.get("runs_root", "runs")) / (cfg.get("group") or "default") / name / f"seed{cfg.get('seed', 0)}"
 
 
@@ -154,11 +157,9 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if init.mode == "resume":
         ckpt_path = Path(init.path) if init.path else latest_checkpoint(run_dir)
         if ckpt_path is None:
-            raise FileNotFoundError(f"init.mode=resume but {run_dir}/checkpoints has no checkpoint to resume from")
+            raise NothingToResumeError(f"init.mode=resume but {run_dir}/checkpoints has no checkpoint to resume from")
     elif init.mode == "scratch" and latest_checkpoint(run_dir) is not None:
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints; resume it with init.mode=resume, or choose another name/seed"
-        )
+        raise RunExistsError(run_exists_message(str(run_dir)))
     state = None
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path, info.device)
