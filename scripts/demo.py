@@ -27,11 +27,10 @@ def main(overrides: list[str]) -> list[dict]:
     summaries = []
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         for variant in VARIANTS:
+            # a fixed name per variant: the demo's folders are easy to find, and it always starts fresh
+            name = f"name=shakespeare-gpt-{variant}"
             cfg = compose(
-                "train",
-                # a fixed name per variant: the demo's folders are easy to find, and it always starts fresh
-                overrides=["scale=demo", "logger=none", "group=demo", f"attention={variant}",
-                           f"name=shakespeare-gpt-{variant}", *overrides],  # fmt: skip
+                "train", overrides=["scale=demo", "logger=none", "group=demo", f"attention={variant}", name, *overrides]
             )
             run_dir = Path(cfg.runs_root) / "demo" / cfg.name / f"seed{cfg.seed}"
             shutil.rmtree(run_dir, ignore_errors=True)
