@@ -24,6 +24,7 @@ from flurka.attention import factory_name
 from flurka.models.transfer import strip_wrappers, transfer_weights
 from flurka.results.provenance import provenance
 from flurka.train import dist
+from flurka.train.announce import announce, start_block, start_warnings
 from flurka.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from flurka.train.config import InitConfig, TrainerConfig, from_mapping
 from flurka.train.loggers import RunLogger
@@ -157,7 +158,10 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if init.mode == "resume":
         ckpt_path = Path(init.path) if init.path else latest_checkpoint(run_dir)
         if ckpt_path is None:
-            raise NothingToResumeError(f"init.mode=resume but {run_dir}/checkpoints has no checkpoint to resume from")
+            raise NothingToResumeError(
+                f"init.mode=resume but {run_dir}/checkpoints has no checkpoint to resume from (a default name "
+                "follows the config: repeat the run's own overrides, or give its name=)"
+            )
     elif init.mode == "scratch" and latest_checkpoint(run_dir) is not None:
         raise RunExistsError(run_exists_message(str(run_dir)))
     state = None
@@ -214,6 +218,13 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             return torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    seq_len = getattr(task, "seq_len", None) or getattr(raw_model, "max_len", 1)
+    if info.is_main:
+        block = start_block(c, raw_model, attention=att_name, task=task.name, seq_len=seq_len, device=info.device,
+                            precision="bf16 autocast" if use_bf16 else "fp32", run_dir=run_dir,
+                            resume_step=start_step if state is not None else None)  # fmt: skip
+        announce(block, start_warnings(t, init, c.get("scale_name"), info.device))
+
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(c)))
@@ -234,7 +245,6 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     wandb_id = dist.broadcast_object(logger.run_id, info)
 
     budget = t.time_budget_s
-    seq_len = getattr(task, "seq_len", None) or getattr(raw_model, "max_len", 1)
     flops_per_token = raw_model.flops_per_sequence(seq_len) / seq_len
     tokens_per_step = t.batch_size * seq_len
     meta = {
