@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from flurka.results.plots import save_table_plot
 from flurka.results.provenance import write_results
 
 NUMERIC_SKIP = {"seed", "steps", "world_size"}
@@ -100,7 +101,8 @@ def write_table(
     paper: dict[str, dict[str, float]] | None = None,
     command: str | None = None,
 ) -> Path:
-    """results.json (DESIGN.md schema), table.md (with `notes` under the table), table.csv, and a bar plot."""
+    """results.json (DESIGN.md schema), table.md (with `notes` under the table), table.csv, and table.png (a
+    panel per metric column, flurka.results.plots)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_results(out / "results.json", rows, command)
@@ -114,20 +116,5 @@ def write_table(
         writer.writerows(
             {k: (v if not isinstance(v, list) else ";".join(map(str, v))) for k, v in r.items()} for r in rows
         )
-    if rows and metrics and any(metrics[0] in r for r in rows):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows)), 3.5))
-        names = [r["name"] for r in rows]
-        ax.bar(names, [r.get(metrics[0], float("nan")) for r in rows],
-               yerr=[r.get(f"{metrics[0]}_std", 0.0) for r in rows], capsize=3)  # fmt: skip
-        ax.set_ylabel(metrics[0])
-        ax.set_title(title)
-        ax.tick_params(axis="x", rotation=45)
-        fig.tight_layout()
-        fig.savefig(out / "table.png", dpi=120)
-        plt.close(fig)
+    save_table_plot(out / "table.png", rows, metrics, title)
     return out
