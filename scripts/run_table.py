@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from flurka.results.index import write_index
 from flurka.results.paper_tables import TABLES
 from flurka.results.table_spec import table_notes, table_rows
-from flurka.results.tables import collect_runs, write_table
+from flurka.results.tables import collect_runs, where_written, write_table
 from flurka.train.loop import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md
     print((out / "table.md").read_text())
+    print(where_written(out))
     return out
 
 

@@ -85,3 +85,11 @@ def test_a_task_can_fill_several_columns():
     (line,) = pivot(rows, GLUE_COLUMNS)
     assert line["MNLI-m (acc)"] == pytest.approx(70.0) and line["MNLI-mm (acc)"] == pytest.approx(72.0)
     assert line["avg"] == pytest.approx(71.0)
+
+
+def test_from_wandb_without_an_api_key_is_one_line_saying_what_to_set(tmp_path):
+    env = {"WANDB_API_KEY": "", "HOME": str(tmp_path), "NETRC": str(tmp_path / "no-netrc")}
+    proc = run_script(["scripts/make_table.py", "table-glue-mini", "--from-wandb", "me/flurka"], env=env, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "WANDB_API_KEY" in line and "wandb login" in line

@@ -34,7 +34,7 @@ class TableSpec:
 
     title: str
     metrics: list[str]
-    dataset: dict[str, str]  # scale -> what data the run actually used
+    dataset: dict[str, str]  # scale -> the data the table reads there (what the runs read is in their summaries)
     overrides: dict[str, list[str]] = field(default_factory=dict)  # scale -> Hydra overrides for every row
     paper: dict[str, dict[str, float]] | None = None
     claims: Callable[[Rows, Mapping[str, NoiseFloor]], str] | None = None  # (rows, noise floors) -> paragraph
@@ -69,13 +69,33 @@ def table_rows(spec: TableSpec, summaries: Rows) -> tuple[Rows, list[str]]:
 
 
 def table_notes(spec: TableSpec, summaries: Rows, rows: Rows, scale: str) -> str:
-    """The paragraphs under a table: scale, data actually used, seeds, run sizes, and the claim check."""
+    """The paragraphs under a table: scale, the data the table reads at that scale and what the runs actually
+    read, seeds, run sizes, and the claim check."""
     seeds = sorted({s.get("seed", 0) for s in summaries})
-    notes = [f"Scale: {scale}; data: {spec.dataset.get(scale, '?')}; seeds: {seeds}."]
+    read = data_read(summaries)
+    notes = [f"Scale: {scale}; data: {spec.dataset.get(scale, '?')}" + (f"; read: {read}" if read else "")
+             + f"; seeds: {seeds}."]  # fmt: skip
     notes.append(run_sizes(summaries, by_task=spec.columns is not None))
     if spec.claims:
         notes.append(spec.claims(rows, floors_at(scale)))
     return "\n\n".join(notes)
+
+
+def data_read(summaries: Rows) -> str | None:
+    """The data the runs actually read (their summaries' data_* keys): each task with the size of its training
+    split, then the data root(s). None for summaries that do not record it (older runs)."""
+    facts: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        if s.get("data_task"):
+            facts.setdefault(s["data_task"], s)
+    if not facts:
+        return None
+    items = [
+        f"{task} ({s['data_train_size']:,} training {s['data_train_unit']})" if s.get("data_train_size") else task
+        for task, s in facts.items()
+    ]
+    roots = sorted({str(s.get("data_root")) for s in facts.values()})
+    return ", ".join(items) + " from " + ", ".join(roots)
 
 
 def run_sizes(summaries: Rows, by_task: bool = False) -> str:

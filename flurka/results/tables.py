@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -31,11 +32,40 @@ def collect_runs(runs_root: str | Path, group: str) -> list[dict[str, Any]]:
     return out
 
 
+class WandbUnavailableError(RuntimeError):
+    """W&B cannot be read (no API key, or the API refused): scripts print the message as one line."""
+
+
+WANDB_HOST = "api.wandb.ai"
+
+
+def _wandb_key_configured() -> bool:
+    """WANDB_API_KEY, or the netrc entry `wandb login` writes: checked first, so a missing key is one clear line
+    (wandb itself would prompt on a terminal or raise from deep inside its client)."""
+    import netrc
+
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return path.is_file() and netrc.netrc(path).authenticators(WANDB_HOST) is not None
+    except (netrc.NetrcParseError, OSError):
+        return False
+
+
 def collect_wandb(path: str, group: str) -> list[dict[str, Any]]:
     """The same numbers from W&B's public API: finished runs of `group` in ENTITY/PROJECT."""
+    if not _wandb_key_configured():
+        raise WandbUnavailableError(
+            "--from-wandb needs a W&B API key: set WANDB_API_KEY=<key from https://wandb.ai/authorize> "
+            "(or run `wandb login`), or build the table from local run folders (drop --from-wandb)"
+        )
     import wandb
 
-    runs = wandb.Api().runs(path, filters={"group": group, "state": "finished"})
+    try:
+        runs = list(wandb.Api().runs(path, filters={"group": group, "state": "finished"}))
+    except (wandb.errors.UsageError, wandb.errors.AuthenticationError, wandb.errors.CommError, ValueError) as e:
+        raise WandbUnavailableError(f"W&B refused to list {path} (group {group}): {str(e).splitlines()[0]}") from e
     out = []
     for run in runs:
         summary = {k: v for k, v in run.summary.items() if not k.startswith("_")}
@@ -118,3 +148,10 @@ def write_table(
         )
     save_table_plot(out / "table.png", rows, metrics, title)
     return out
+
+
+def where_written(out: str | Path) -> str:
+    """The line a script ends with: where the table (and its plot, when there is one) went."""
+    out = Path(out)
+    plot = out / "table.png"
+    return f"table: {out / 'table.md'}" + (f"\nplot:  {plot}" if plot.exists() else " (no metric to plot)")

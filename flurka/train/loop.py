@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from flurka.attention import factory_name
+from flurka.data.describe import data_facts
 from flurka.models.transfer import strip_wrappers, transfer_weights
 from flurka.results.provenance import provenance
 from flurka.train import dist
@@ -373,6 +374,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         "train_seconds": train_seconds,
         "time_budget_s": budget,
         "params": sum(p.numel() for p in raw_model.parameters()),
+        **data_facts(task, c["task"]),  # what was read, for the table's data label
         "final_train_loss": train_loss,
         **{f"eval_{k}": v for k, v in last_eval.items()},
         **{f"test_{k}": v for k, v in test_eval.items()},
