@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from flurka.results.tables import format_value
+
 PANEL_WIDTH_IN = 4.2
 ROW_HEIGHT_IN = 0.32
 MAX_COLUMNS = 3
@@ -32,6 +34,7 @@ def table_figure(rows: list[dict[str, Any]], metrics: list[str], title: str):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     shown = plotted_metrics(rows, metrics)
     ncols = min(MAX_COLUMNS, len(shown))
@@ -53,14 +56,16 @@ def table_figure(rows: list[dict[str, Any]], metrics: list[str], title: str):
             if v is None:  # a row without this metric: said so, not drawn as zero
                 ax.text(0, y, " no value", va="center", fontsize=8, color="0.4")
             else:  # the number past its bar and error bar, so the plot reads without the table
-                ax.text(v + math.copysign(e, v), y, f" {v:.4g} ", va="center", ha="left" if v >= 0 else "right",
-                        fontsize=8)  # fmt: skip
-        ax.margins(x=0.18)  # room for those numbers inside the panel
+                side = "left" if v >= 0 else "right"
+                ax.text(v + math.copysign(e, v), y, f" {format_value(v)} ", va="center", ha=side, fontsize=8)
+        ax.margins(x=0.28)  # room for those numbers inside the panel
         ax.set_yticks(positions, names, fontsize=9)
         ax.invert_yaxis()  # the first table row on top, as in table.md
         ax.set_title(metric, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # few ticks: wide numbers (tokens/s) never touch
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}" if abs(x) >= 1000 else f"{x:g}"))
     for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
     seeds = sorted({int(r.get("n_seeds", 1)) for r in rows})

@@ -16,7 +16,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from flurka.results.plots import save_table_plot
 from flurka.results.provenance import write_results
 
 NUMERIC_SKIP = {"seed", "steps", "world_size"}
@@ -97,7 +96,8 @@ def aggregate(summaries: list[dict[str, Any]], metrics: list[str]) -> list[dict[
     return rows
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """How a number reads in a table or on a plot: thousands separated, else three decimals."""
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
     return "" if value is None else str(value)
@@ -113,10 +113,11 @@ def markdown_table(rows: list[dict[str, Any]], metrics: list[str], paper: dict[s
         for m in metrics:
             mean = row.get(m)
             spread = row["n_seeds"] > 1 and f"{m}_std" in row  # an average of columns has no std of its own
-            cells.append("—" if mean is None else _fmt(mean) + (f" ± {_fmt(row[f'{m}_std'])}" if spread else ""))
+            shown = "—" if mean is None else format_value(mean)
+            cells.append(shown + (f" ± {format_value(row[f'{m}_std'])}" if spread and mean is not None else ""))
         if paper:
             ref = paper.get(row.get("attention", row["name"]), {})
-            cells += [_fmt(ref.get(k)) if k in ref else "—" for k in next(iter(paper.values()))]
+            cells += [format_value(ref.get(k)) if k in ref else "—" for k in next(iter(paper.values()))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -146,6 +147,8 @@ def write_table(
         writer.writerows(
             {k: (v if not isinstance(v, list) else ";".join(map(str, v))) for k, v in r.items()} for r in rows
         )
+    from flurka.results.plots import save_table_plot  # plots imports format_value from here
+
     save_table_plot(out / "table.png", rows, metrics, title)
     return out
 
