@@ -43,7 +43,8 @@ def test_the_name_follows_what_is_trained_not_where_it_is_written():
 
 def test_the_same_command_twice_is_one_line_offering_resume_or_a_new_name(tmp_path):
     cmd = ["scripts/train.py", *SMOKE, f"runs_root={tmp_path}"]
-    run_script(cmd)
+    first = run_script(cmd).stdout
+    assert "tokens/s not measured" in first  # 2 steps, all inside throughput_skip_steps: no number, not "0"
     proc = run_script(cmd, check=False)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
