@@ -65,7 +65,8 @@ def start_warnings(t: TrainerConfig, init: InitConfig, scale: str | None, device
             f"scale={scale} is sized for a GPU and this run is on the CPU: a step can take minutes and the run "
             "days. scale=smoke is the CPU scale."
         )
-    if 0 < t.eval_every < EVAL_EVERY_FLOOR and t.max_steps // t.eval_every > MANY_EVALS:
+    # under a time budget max_steps is only a ceiling (and eval time is outside the budget): no count to give
+    if not t.time_budget_s and 0 < t.eval_every < EVAL_EVERY_FLOOR and t.max_steps // t.eval_every > MANY_EVALS:
         out.append(
             f"trainer.eval_every={t.eval_every} evaluates {t.max_steps // t.eval_every} times "
             f"({t.eval_batches} batches each) in {t.max_steps} steps; every few hundred steps "

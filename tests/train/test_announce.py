@@ -53,5 +53,6 @@ def test_frequent_evaluation_over_a_long_run_is_warned_about(capsys, tmp_path):
     (warning,) = _warnings(max_steps=1000, eval_every=100)  # the README's lightning example, default eval
     assert "trainer.eval_every=100 evaluates 10 times" in warning
     assert _warnings(max_steps=1000, eval_every=250) == []  # the mini scale's spacing
+    assert _warnings(max_steps=100000, eval_every=10, time_budget_s=2.0) == []  # max_steps only a ceiling
     train(compose([*SMOKE, f"run_dir={tmp_path}", "trainer.max_steps=7", "trainer.eval_every=1"]))
     assert "[flurka] warning: trainer.eval_every=1 evaluates 7 times" in capsys.readouterr().out
