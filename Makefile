@@ -8,8 +8,11 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
+# colour only on a terminal: piped or redirected (`make help | less`, CI logs) the list is plain text
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / \
+	  {printf "  %s%-24s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,9 +35,15 @@ lint: install ## ruff lint + format check
 demo: install ## train full vs FLuRKA-Performer GPTs on the bundled Shakespeare and print a table
 	$(BIN)/python scripts/demo.py
 
-smoke: install ## one tiny training run per attention variant on CPU
-	for a in full flash performer linear eva flurka_performer flurka_rnn flurka_eva scfa_qk scfa_hash lightning; do \
-	  $(BIN)/python scripts/train.py scale=smoke logger=none trainer.progress=false group=smoke attention=$$a || exit 1; \
+# smoke runs are throwaway checks: each `make smoke` starts from an empty $(RUNS)/smoke, so it can run again
+RUNS ?= runs
+SMOKE_ATTENTIONS ?= full flash performer linear eva flurka_performer flurka_rnn flurka_eva scfa_qk scfa_hash lightning
+SMOKE_ARGS ?=
+smoke: install ## one tiny training run per attention variant on CPU (repeatable: starts from an empty runs/smoke)
+	rm -rf $(RUNS)/smoke
+	for a in $(SMOKE_ATTENTIONS); do \
+	  $(BIN)/python scripts/train.py scale=smoke logger=none trainer.progress=false group=smoke runs_root=$(RUNS) \
+	    attention=$$a $(SMOKE_ARGS) || exit 1; \
 	done
 
 # ---- speed figures (GPU): each writes results/speed/<suite>.json with provenance and a PNG beside it; the FLuRKA

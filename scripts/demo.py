@@ -27,12 +27,13 @@ def main(overrides: list[str]) -> list[dict]:
     summaries = []
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         for variant in VARIANTS:
+            # a fixed name per variant: the demo's folders are easy to find, and it always starts fresh
+            name = f"name=shakespeare-gpt-{variant}"
             cfg = compose(
-                "train",
-                overrides=["scale=demo", "logger=none", "group=demo", f"attention={variant}", *overrides],
+                "train", overrides=["scale=demo", "logger=none", "group=demo", f"attention={variant}", name, *overrides]
             )
-            run_dir = Path(cfg.runs_root) / "demo" / f"shakespeare-gpt-{variant}"
-            shutil.rmtree(run_dir, ignore_errors=True)  # the demo always starts fresh
+            run_dir = Path(cfg.runs_root) / "demo" / cfg.name / f"seed{cfg.seed}"
+            shutil.rmtree(run_dir, ignore_errors=True)
             summaries.append(train(cfg))
     table = Table(title=f"validation after {summaries[0]['steps']} steps ({summaries[0]['tokens_seen']:,} tokens)")
     for col in ("attention", "params", "val loss", "val bits/char", "tokens/s", "wall s"):

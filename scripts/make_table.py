@@ -21,7 +21,16 @@ from pathlib import Path
 from flurka.results.index import write_index
 from flurka.results.paper_tables import TABLES, find_table, rows_of, table_out
 from flurka.results.table_spec import table_notes, table_rows
-from flurka.results.tables import aggregate, collect_failures, collect_runs, collect_wandb, unfinished_rows, write_table
+from flurka.results.tables import (
+    WandbUnavailableError,
+    aggregate,
+    collect_failures,
+    collect_runs,
+    collect_wandb,
+    unfinished_rows,
+    where_written,
+    write_table,
+)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -39,9 +48,12 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--title")
     p.add_argument("--notes", default="", help="a paragraph placed under the table")
     args = p.parse_args(argv)
-    summaries = (
-        collect_wandb(args.from_wandb, args.group) if args.from_wandb else collect_runs(args.runs_root, args.group)
-    )
+    try:
+        summaries = (
+            collect_wandb(args.from_wandb, args.group) if args.from_wandb else collect_runs(args.runs_root, args.group)
+        )
+    except WandbUnavailableError as e:  # one line saying what to set, not a traceback from inside wandb
+        raise SystemExit(f"make_table.py: {e}") from None
     if not summaries:
         where = f"W&B {args.from_wandb}" if args.from_wandb else f"{args.runs_root}/{args.group}/*/seed*/summary.json"
         raise SystemExit(f"no finished runs found in {where}")
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.out is None and table is not None and table[1] == "mini":
         write_index()  # results/README.md lists the table
     print((out / "table.md").read_text())
+    print(where_written(out))
     return out
 
 

@@ -26,7 +26,14 @@ from hydra import compose, initialize_config_dir
 from flurka.results.index import write_index
 from flurka.results.paper_tables import TABLES, dependencies_first, rows_of, table_out
 from flurka.results.table_spec import table_notes, table_rows
-from flurka.results.tables import collect_failures, collect_runs, record_failure, unfinished_rows, write_table
+from flurka.results.tables import (
+    collect_failures,
+    collect_runs,
+    record_failure,
+    unfinished_rows,
+    where_written,
+    write_table,
+)
 from flurka.train.loop import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -124,6 +131,7 @@ def run(argv: list[str] | None = None) -> TableRun:
     earlier = sorted({f["name"] for f in failed} - failed_rows)
     if earlier:
         print(f"[{args.table}] failed in an earlier call, not rerun: {', '.join(earlier)}", file=sys.stderr)
+    print(where_written(out))
     return TableRun(out=out, failed=tuple(this_call))
 
 

@@ -10,14 +10,20 @@ import hydra
 from omegaconf import DictConfig
 
 from flurka.train.loop import train
+from flurka.train.naming import RunError
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    summary = train(cfg)
+    try:
+        summary = train(cfg)
+    except RunError as e:  # a mistake in the command: one line that says what to type, no traceback
+        raise SystemExit(f"[flurka] error: {e}") from None
+    # tokens/s skips the first trainer.throughput_skip_steps steps (compilation); a shorter run has no number
+    speed = f"{summary['tokens_per_s']:,.0f} tokens/s" if summary["tokens_per_s"] else "tokens/s not measured"
     print(
-        f"[flurka] {summary['attention']}: eval loss {summary.get('eval_loss', float('nan')):.4f}, "
-        f"{summary['tokens_per_s'] or 0:,.0f} tokens/s -> {summary['run_dir']}"
+        f"[flurka] {summary['attention']}: eval loss {summary.get('eval_loss', float('nan')):.4f}, {speed} "
+        f"-> {summary['run_dir']}"
     )
 
 

@@ -214,3 +214,22 @@ def test_rows_that_start_from_a_failed_row_are_not_run(tmp_path, monkeypatch):
     assert errors["pretrain-full"] == "OSError: disk full"
     assert "starts from row pretrain-full, which failed" in errors["cola-full"]
     assert run_table.exit_code(outcome) == 2
+
+
+@pytest.mark.slow
+def test_a_smoke_table_says_where_it_went_and_which_data_its_rows_read(tmp_path, monkeypatch, capsys):
+    """The console ends with the paths of table.md and the plot; the data label is what the runs loaded (here
+    the MNIST fixture: its training images less the 1/12 held out for validation), not a fixed string."""
+    import gzip
+
+    fixtures = use_fixture_corpora(monkeypatch)
+    monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))
+    out = load_run_table().main(["table-imagenet", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"),
+                                 "--rows", "full", "trainer.max_steps=2"])  # fmt: skip
+    tail = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert tail == [f"table: {out / 'table.md'}", f"plot:  {out / 'table.png'}"]
+    assert (out / "table.md").is_file() and (out / "table.png").is_file()
+    with gzip.open(fixtures / "mnist" / "train-labels-idx1-ubyte.gz") as f:
+        images = int.from_bytes(f.read(8)[4:8], "big")  # the idx header's item count
+    label = f"read: mnist_image ({images - images // 12:,} training examples) from {fixtures}"
+    assert label in (out / "table.md").read_text()

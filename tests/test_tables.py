@@ -76,24 +76,6 @@ def test_task_by_variant_table_pivots_one_line_per_variant(tmp_path):
     assert "QQP" not in md
 
 
-def test_claim_paragraph_reports_each_flurka_against_its_kernel_method():
-    from flurka.results.claims import flurka_vs_constituents
-
-    rows = [
-        {"name": "performer", "acc": 0.50},
-        {"name": "flurka_performer", "acc": 0.55},
-        {"name": "linear", "acc": 0.40},
-        {"name": "flurka_rnn", "acc": 0.40},
-        {"name": "eva", "acc": 0.60},
-        {"name": "flurka_eva", "acc": 0.45},
-    ]
-    text = flurka_vs_constituents("acc", lower_is_better=False)(rows)
-    assert "flurka_performer 0.550 vs performer 0.500: +10.0% (better)" in text
-    assert "flurka_rnn 0.400 vs linear 0.400: +0.0% (equal)" in text
-    assert "flurka_eva 0.450 vs eva 0.600: -25.0% (worse)" in text
-    assert "(better)" in flurka_vs_constituents("acc")([rows[0], {"name": "flurka_performer", "acc": 0.4}])
-
-
 def test_a_task_can_fill_several_columns():
     """MNLI reports matched and mismatched accuracy: two columns from one row, both in the average."""
     from flurka.results.paper_tables import GLUE_COLUMNS
@@ -151,3 +133,11 @@ def test_provenance_names_the_staged_commit_on_the_gpu_machine(monkeypatch):
     assert git_commit().split("+")[0] == head
     monkeypatch.setenv("FLURKA_COMMIT", "0123abcd")
     assert provenance("x")["commit"] == "0123abcd"
+
+
+def test_from_wandb_without_an_api_key_is_one_line_saying_what_to_set(tmp_path):
+    env = {"WANDB_API_KEY": "", "HOME": str(tmp_path), "NETRC": str(tmp_path / "no-netrc")}
+    proc = run_script(["scripts/make_table.py", "table-glue-mini", "--from-wandb", "me/flurka"], env=env, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "WANDB_API_KEY" in line and "wandb login" in line

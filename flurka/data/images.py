@@ -95,7 +95,7 @@ def load_mnist(root: str | Path | None = None) -> dict[str, np.ndarray]:
     """{"train_images" [60000,28,28] uint8, "train_labels", "test_images", "test_labels"}, checked and cached."""
     hint = (
         f"Put the four original MNIST IDX .gz files ({', '.join(Path(f).name for f in MNIST_FILES.values())}) "
-        f"in {data_root(root) / 'mnist'} (see shared/data/MANIFEST.md; HF dataset 'ylecun/mnist')."
+        f"in {data_root(root) / 'mnist'} (see the README's Data section; HF dataset 'ylecun/mnist')."
     )
     paths = {k: checked(root, rel, hint=hint) for k, rel in MNIST_FILES.items()}
 

@@ -1,7 +1,7 @@
 """Where data comes from: the data root, local copies with checksums, and clear errors when data is missing.
 
 Data root (DESIGN.md): `data.root` in the config, else `$FLURKA_DATA`, else `~/.cache/flurka`. Offline, each
-dataset lives under the root in the layout of `../shared/data/MANIFEST.md` (e.g. `wikitext-2/train.txt`);
+dataset lives under the root in the layout of the README's Data section (e.g. `wikitext-2/train.txt`);
 with internet the loaders can use the canonical Hugging Face names instead.
 """
 

@@ -3,7 +3,7 @@ folder of train/valid/test text files.
 
     task = build_lm_task("wikitext-2", tokenizer="spm_bpe", seq_len=256)
 
-Offline, each corpus is read from the data root in the layout of `../shared/data/MANIFEST.md` and checked
+Offline, each corpus is read from the data root in the layout given in the README's Data section and checked
 against its published sha256. Tokenised splits are cached as .npy arrays under the cache root (keyed by the
 file's hash and the tokenizer), so a second run starts in seconds.
 """
@@ -95,7 +95,7 @@ def corpus_files(corpus: Corpus, root: str | Path | None) -> dict[str, Path]:
         path = Path(rel) if Path(rel).is_absolute() else base / rel
         hint = (
             f"Put the {corpus.name} files at {base}/{'/'.join(Path(rel).parts[:-1]) or '.'} "
-            f"(layout: {', '.join(corpus.files.values())}; see shared/data/MANIFEST.md), or set FLURKA_DATA / "
+            f"(layout: {', '.join(corpus.files.values())}; see the README's Data section), or set FLURKA_DATA / "
             f"data.root to the folder that holds them. {corpus.note}"
         ).rstrip()
         out[split] = verified_file(path, corpus.sha256.get(split), hint=hint)

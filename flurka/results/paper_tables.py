@@ -153,7 +153,7 @@ TABLES: dict[str, TableSpec] = {
     "table-wikitext103": TableSpec(
         title="Language modelling: GPT with every causal variant (FLuRKA Table: Wikitext-103)",
         metrics=["eval_ppl", "eval_loss", "tokens_per_s"],
-        dataset={"smoke": "WikiText-2 (test fixture cut)", "mini": "WikiText-2", "full": "WikiText-103"},
+        dataset={"smoke": "WikiText-2", "mini": "WikiText-2", "full": "WikiText-103"},
         overrides={
             "smoke": [*SMOKE, "task.vocab_size=300"],
             "mini": ["scale=mini", "task.seq_len=512", "trainer.max_steps=1200", "trainer.batch_size=32"],
@@ -165,7 +165,7 @@ TABLES: dict[str, TableSpec] = {
         title="SCFA: GPT at long context, hash-sparse and QK-drop vs exact attention",
         metrics=["eval_ppl", "tokens_per_s"],
         dataset={
-            "smoke": "WikiText-2 (test fixture cut)",
+            "smoke": "WikiText-2",
             "mini": "WikiText-2 at 8k tokens",
             "full": "OpenWebText2 at 8k (16k: task.seq_len=16384)",
         },
@@ -187,7 +187,7 @@ TABLES: dict[str, TableSpec] = {
     "table-scfa-mnist": TableSpec(
         title="SCFA: autoregressive MNIST (784 pixels), hash-sparse and QK-drop vs exact attention, bits/dim",
         metrics=["eval_bpd", "tokens_per_s"],
-        dataset={"smoke": "MNIST 8×8 (test fixture cut)", "mini": "MNIST, 784 pixels", "full": "MNIST, 784 pixels"},
+        dataset={"smoke": "MNIST 8×8", "mini": "MNIST, 784 pixels", "full": "MNIST, 784 pixels"},
         overrides={
             "smoke": [*SMOKE, "task.seq_len=64"],
             "mini": ["scale=mini", "task.seq_len=784", "trainer.batch_size=32", "trainer.max_steps=1500"],
@@ -199,7 +199,7 @@ TABLES: dict[str, TableSpec] = {
         title="SCFA: character-level LM at 8k bytes (mini: tiny-shakespeare; full: enwik8), bits/char",
         metrics=["eval_bpc", "tokens_per_s"],
         dataset={
-            "smoke": "tiny-shakespeare (test fixture cut)",
+            "smoke": "tiny-shakespeare",
             "mini": "tiny-shakespeare, 8k bytes per sequence",
             "full": "enwik8 (bytes), 8k per sequence",
         },
@@ -213,7 +213,7 @@ TABLES: dict[str, TableSpec] = {
     "table-uptrain": TableSpec(
         title="Up-training: a trained full-attention GPT swapped to FLuRKA / its kernel method vs from scratch",
         metrics=["eval_ppl", "tokens_per_s"],
-        dataset={"smoke": "WikiText-2 (test fixture cut)", "mini": "WikiText-2", "full": "WikiText-103"},
+        dataset={"smoke": "WikiText-2", "mini": "WikiText-2", "full": "WikiText-103"},
         overrides={
             "smoke": [*SMOKE, "task.vocab_size=300"],
             "mini": ["scale=mini", "task.seq_len=512", "trainer.batch_size=32"],
@@ -225,7 +225,7 @@ TABLES: dict[str, TableSpec] = {
     "table-time-budget": TableSpec(
         title="Equal wall-clock budget at a long sequence length: perplexity reached (FLuRKA v1)",
         metrics=["eval_ppl", "tokens_seen", "tokens_per_s"],
-        dataset={"smoke": "WikiText-2 (test fixture cut)", "mini": "WikiText-2", "full": "WikiText-103"},
+        dataset={"smoke": "WikiText-2", "mini": "WikiText-2", "full": "WikiText-103"},
         overrides={
             "smoke": [*SMOKE, "task.vocab_size=300", "trainer.max_steps=100000", "trainer.time_budget_s=2"],
             "mini": [
@@ -243,7 +243,7 @@ TABLES: dict[str, TableSpec] = {
         title="GLUE: BERT pre-trained (masked LM) with each variant, then fine-tuned (FLuRKA Table: GLUE)",
         metrics=sorted({c.metric for c in GLUE_COLUMNS}),  # the summary keys the columns read
         dataset={
-            "smoke": "WikiText-2 + GLUE (test fixture cuts)",
+            "smoke": "WikiText-2 + GLUE",
             "mini": "pre-training: WikiText-2; fine-tuning: CoLA, SST-2, MRPC, RTE, STS-B (GLUE dev sets)",
             "full": "pre-training: WikiText-103; fine-tuning: the nine GLUE tasks (dev sets)",
         },
@@ -261,7 +261,7 @@ TABLES: dict[str, TableSpec] = {
         title="Long Range Arena: encoder classifiers with each variant (FlashAttention Table 3 / FLuRKA: LRA)",
         metrics=["test_accuracy", "eval_accuracy"],
         dataset={
-            "smoke": "ListOps (generated, tiny) + sequential MNIST 14×14 (test fixture)",
+            "smoke": "ListOps (generated, tiny) + sequential MNIST 14×14",
             "mini": "ListOps regenerated with LRA's procedure (20k train) + sequential MNIST (784 pixels) in place "
             "of CIFAR-10 Image",
             "full": "the five LRA tasks",
@@ -286,7 +286,7 @@ TABLES: dict[str, TableSpec] = {
         title="Translation: encoder-decoder with each variant in the encoder (FLuRKA Table: WMT)",
         metrics=["test_bleu", "eval_bleu"],
         dataset={
-            "smoke": "Multi30k en-de / en-fr (test fixture cut)",
+            "smoke": "Multi30k en-de / en-fr",
             "mini": "Multi30k en-de and en-fr; BLEU of beam search on test_2016_flickr",
             "full": "WMT14 en-de, en-fr (newstest2014)",
         },
@@ -310,7 +310,7 @@ TABLES: dict[str, TableSpec] = {
     "table-imagenet": TableSpec(
         title="Image classification: ViT with each variant (FLuRKA Table: ImageNet)",
         metrics=["eval_accuracy", "tokens_per_s"],
-        dataset={"smoke": "MNIST (test fixture cut)", "mini": "MNIST", "full": "ImageNet-1k"},
+        dataset={"smoke": "MNIST", "mini": "MNIST", "full": "ImageNet-1k"},
         overrides={
             "smoke": [*SMOKE, "model.patch_size=7"],
             "mini": [

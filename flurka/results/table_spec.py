@@ -5,10 +5,12 @@ tables — and the notes under it. The tables themselves are in `paper_tables.py
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flurka.results.noise import NoiseFloor, floors_at
 from flurka.results.tables import aggregate
 
 Rows = list[dict[str, Any]]
@@ -32,10 +34,10 @@ class TableSpec:
 
     title: str
     metrics: list[str]
-    dataset: dict[str, str]  # scale -> what data the run actually used
+    dataset: dict[str, str]  # scale -> the data the table reads there (what the runs read is in their summaries)
     overrides: dict[str, list[str]] = field(default_factory=dict)  # scale -> Hydra overrides for every row
     paper: dict[str, dict[str, float]] | None = None
-    claims: Callable[[Rows], str] | None = None
+    claims: Callable[[Rows, Mapping[str, NoiseFloor]], str] | None = None  # (rows, noise floors) -> paragraph
     row_overrides: Callable[[str, str], list[str]] | None = None  # (row, scale) -> overrides for that row
     columns: list[Column] | None = None  # a task × variant table (metrics then lists the summary keys read)
     row_filter: Callable[[str, str], bool] | None = None  # (row, scale) -> does the row run at this scale
@@ -67,16 +69,36 @@ def table_rows(spec: TableSpec, summaries: Rows) -> tuple[Rows, list[str]]:
 
 
 def table_notes(spec: TableSpec, summaries: Rows, rows: Rows, scale: str) -> str:
-    """The paragraphs under a table: scale, data actually used, seeds, run sizes, and the claim check."""
+    """The paragraphs under a table: scale, the data the table reads at that scale and what the runs actually
+    read, seeds, run sizes, and the claim check."""
     seeds = sorted({s.get("seed", 0) for s in summaries})
-    notes = [f"Scale: {scale}; data: {spec.dataset.get(scale, '?')}; seeds: {seeds}."]
+    read = data_read(summaries)
+    notes = [f"Scale: {scale}; data: {spec.dataset.get(scale, '?')}" + (f"; read: {read}" if read else "")
+             + f"; seeds: {seeds}."]  # fmt: skip
     notes.append(run_sizes(summaries, by_task=spec.columns is not None))
     subset = evaluation_subset(summaries)
     if subset:
         notes.append(subset)
     if spec.claims:
-        notes.append(spec.claims(rows))
+        notes.append(spec.claims(rows, floors_at(scale)))
     return "\n\n".join(notes)
+
+
+def data_read(summaries: Rows) -> str | None:
+    """The data the runs actually read (their summaries' data_* keys): each task with the size of its training
+    split, then the data root(s). None for summaries that do not record it (older runs)."""
+    facts: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        if s.get("data_task"):
+            facts.setdefault(s["data_task"], s)
+    if not facts:
+        return None
+    items = [
+        f"{task} ({s['data_train_size']:,} training {s['data_train_unit']})" if s.get("data_train_size") else task
+        for task, s in facts.items()
+    ]
+    roots = sorted({str(s.get("data_root")) for s in facts.values()})
+    return ", ".join(items) + " from " + ", ".join(roots)
 
 
 def run_sizes(summaries: Rows, by_task: bool = False) -> str:
@@ -117,8 +139,8 @@ def split_row(name: str) -> tuple[str, str]:
 
 def pivot(rows: Rows, columns: list[Column]) -> Rows:
     """One row per variant: each task's metrics (mean, and std over seeds) under their column labels (a task may
-    have several, e.g. MNLI matched and mismatched), and `avg` over the `in_avg` columns when the variant has
-    all of them. Rows of tasks with no column are dropped."""
+    have several, e.g. MNLI matched and mismatched), and `avg` (with `avg_spread`) over the `in_avg` columns when
+    the variant has all of them. Rows of tasks with no column are dropped."""
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         task, variant = split_row(row["name"])
@@ -137,4 +159,7 @@ def pivot(rows: Rows, columns: list[Column]) -> Rows:
     for line in out.values():
         if averaged and all(label in line for label in averaged):
             line["avg"] = sum(line[label] for label in averaged) / len(averaged)
+            # the average's spread over seeds, estimated from its columns' (taken as independent); the claim
+            # check needs one, the table shows none (only per-seed averages would give it exactly)
+            line["avg_spread"] = math.sqrt(sum(line[f"{label}_std"] ** 2 for label in averaged)) / len(averaged)
     return list(out.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -88,11 +89,40 @@ def unfinished_markdown(failed: list[dict[str, Any]], missing: list[dict[str, An
     return "\n".join(lines) + "\n"
 
 
+class WandbUnavailableError(RuntimeError):
+    """W&B cannot be read (no API key, or the API refused): scripts print the message as one line."""
+
+
+WANDB_HOST = "api.wandb.ai"
+
+
+def _wandb_key_configured() -> bool:
+    """WANDB_API_KEY, or the netrc entry `wandb login` writes: checked first, so a missing key is one clear line
+    (wandb itself would prompt on a terminal or raise from deep inside its client)."""
+    import netrc
+
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return path.is_file() and netrc.netrc(path).authenticators(WANDB_HOST) is not None
+    except (netrc.NetrcParseError, OSError):
+        return False
+
+
 def collect_wandb(path: str, group: str) -> list[dict[str, Any]]:
     """The same numbers from W&B's public API: finished runs of `group` in ENTITY/PROJECT."""
+    if not _wandb_key_configured():
+        raise WandbUnavailableError(
+            "--from-wandb needs a W&B API key: set WANDB_API_KEY=<key from https://wandb.ai/authorize> "
+            "(or run `wandb login`), or build the table from local run folders (drop --from-wandb)"
+        )
     import wandb
 
-    runs = wandb.Api().runs(path, filters={"group": group, "state": "finished"})
+    try:
+        runs = list(wandb.Api().runs(path, filters={"group": group, "state": "finished"}))
+    except (wandb.errors.UsageError, wandb.errors.AuthenticationError, wandb.errors.CommError, ValueError) as e:
+        raise WandbUnavailableError(f"W&B refused to list {path} (group {group}): {str(e).splitlines()[0]}") from e
     out = []
     for run in runs:
         summary = {k: v for k, v in run.summary.items() if not k.startswith("_")}
@@ -124,7 +154,8 @@ def aggregate(summaries: list[dict[str, Any]], metrics: list[str]) -> list[dict[
     return rows
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """How a number reads in a table or on a plot: thousands separated, else three decimals."""
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3f}"
     return "" if value is None else str(value)
@@ -140,10 +171,11 @@ def markdown_table(rows: list[dict[str, Any]], metrics: list[str], paper: dict[s
         for m in metrics:
             mean = row.get(m)
             spread = row["n_seeds"] > 1 and f"{m}_std" in row  # an average of columns has no std of its own
-            cells.append("—" if mean is None else _fmt(mean) + (f" ± {_fmt(row[f'{m}_std'])}" if spread else ""))
+            shown = "—" if mean is None else format_value(mean)
+            cells.append(shown + (f" ± {format_value(row[f'{m}_std'])}" if spread and mean is not None else ""))
         if paper:
             ref = paper.get(row.get("attention", row["name"]), {})
-            cells += [_fmt(ref.get(k)) if k in ref else "—" for k in next(iter(paper.values()))]
+            cells += [format_value(ref.get(k)) if k in ref else "—" for k in next(iter(paper.values()))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -160,8 +192,9 @@ def write_table(
     failed: list[dict[str, Any]] | None = None,
     missing: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """results.json (DESIGN.md schema), table.md (with `notes` under the table), table.csv, and a bar plot.
-    `failed` / `missing`: the rows without a result (see `unfinished_rows`), named in results.json and table.md."""
+    """results.json (DESIGN.md schema), table.md (with `notes` under the table), table.csv, and table.png (a
+    panel per metric column, flurka.results.plots). `failed` / `missing`: the rows without a result (see
+    `unfinished_rows`), named in results.json and table.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     failed, missing = failed or [], missing or []
@@ -181,20 +214,14 @@ def write_table(
         writer.writerows(
             {k: (v if not isinstance(v, list) else ";".join(map(str, v))) for k, v in r.items()} for r in rows
         )
-    if rows and metrics and any(metrics[0] in r for r in rows):
-        import matplotlib
+    from flurka.results.plots import save_table_plot  # plots imports format_value from here
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows)), 3.5))
-        names = [r["name"] for r in rows]
-        ax.bar(names, [r.get(metrics[0], float("nan")) for r in rows],
-               yerr=[r.get(f"{metrics[0]}_std", 0.0) for r in rows], capsize=3)  # fmt: skip
-        ax.set_ylabel(metrics[0])
-        ax.set_title(title)
-        ax.tick_params(axis="x", rotation=45)
-        fig.tight_layout()
-        fig.savefig(out / "table.png", dpi=120)
-        plt.close(fig)
+    save_table_plot(out / "table.png", rows, metrics, title)
     return out
+
+
+def where_written(out: str | Path) -> str:
+    """The line a script ends with: where the table (and its plot, when there is one) went."""
+    out = Path(out)
+    plot = out / "table.png"
+    return f"table: {out / 'table.md'}" + (f"\nplot:  {plot}" if plot.exists() else " (no metric to plot)")

@@ -21,12 +21,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from flurka.attention import factory_name
+from flurka.data.describe import data_facts
 from flurka.models.transfer import strip_wrappers, transfer_weights
 from flurka.results.provenance import provenance
 from flurka.train import dist
+from flurka.train.announce import announce, start_block, start_warnings
 from flurka.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from flurka.train.config import InitConfig, TrainerConfig, check_target_node, from_mapping
 from flurka.train.loggers import RunLogger
+from flurka.train.naming import NothingToResumeError, default_name
 from flurka.train.run_folder import finished_summary, prepare_run_folder, releases_run_folders, truncate_metrics
 from flurka.train.schedule import lr_at
 from flurka.train.throughput import mfu
@@ -59,10 +62,12 @@ def _pretrained_weights(path: str, model_cfg: dict[str, Any], model: torch.nn.Mo
 
 
 def run_dir_for(cfg: dict[str, Any], attention: str, model: str, task: str) -> Path:
-    """runs/<group>/<name>/seed<seed>: a function of the config only (no timestamps), so every rank agrees."""
+    """runs/<group>/<name>/seed<seed>: a function of the config only (no timestamps), so every rank agrees.
+    The default name ends in a hash of what the config trains, so different configurations get different
+    folders (flurka.train.naming)."""
     if cfg.get("run_dir"):
         return Path(cfg["run_dir"])
-    name = cfg.get("name") or f"{task}-{model}-{attention}"
+    name = cfg.get("name") or default_name(cfg, attention, model, task)
     return Path(cfg.get("runs_root", "runs")) / (cfg.get("group") or "default") / name / f"seed{cfg.get('seed', 0)}"
 
 
@@ -187,7 +192,10 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if init.mode == "resume":
         ckpt_path = Path(init.path) if init.path else latest_checkpoint(run_dir)
         if ckpt_path is None:
-            raise FileNotFoundError(f"init.mode=resume but {run_dir}/checkpoints has no checkpoint to resume from")
+            raise NothingToResumeError(
+                f"init.mode=resume but {run_dir}/checkpoints has no checkpoint to resume from (a default name "
+                "follows the config: repeat the run's own overrides, or give its name=)"
+            )
     state, train_loss = None, float("nan")
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path, info.device)
@@ -251,6 +259,13 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             return torch.autocast(device_type=info.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    seq_len = getattr(task, "seq_len", None) or getattr(raw_model, "max_len", 1)
+    if info.is_main:
+        block = start_block(c, raw_model, attention=att_name, task=task.name, seq_len=seq_len, device=info.device,
+                            precision="bf16 autocast" if use_bf16 else "fp32", run_dir=run_dir,
+                            resume_step=start_step if state is not None else None)  # fmt: skip
+        announce(block, start_warnings(t, init, c.get("scale_name"), info.device))
+
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(c)))
@@ -271,7 +286,6 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     wandb_id = dist.broadcast_object(logger.run_id, info)
 
     budget = t.time_budget_s
-    seq_len = getattr(task, "seq_len", None) or getattr(raw_model, "max_len", 1)
     flops_per_token = raw_model.flops_per_sequence(seq_len) / seq_len
     tokens_per_step = t.batch_size * seq_len
     meta = {
@@ -402,6 +416,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         "train_seconds": train_seconds,
         "time_budget_s": budget,
         "params": sum(p.numel() for p in raw_model.parameters()),
+        **data_facts(task, c["task"]),  # what was read, for the table's data label
         "final_train_loss": train_loss,
         **{f"eval_{k}": v for k, v in last_eval.items()},
         **{f"test_{k}": v for k, v in test_eval.items()},

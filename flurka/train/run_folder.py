@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from flurka.train import dist
+from flurka.train.naming import RunError, RunExistsError, run_exists_message
 
 LOCK_NAME = ".lock"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 
 
-class RunFolderBusyError(RuntimeError):
+class RunFolderBusyError(RunError, RuntimeError):
     """Another live process holds the run folder."""
 
 
@@ -123,10 +124,7 @@ def _prepare(run_dir: Path, resume: bool, overwrite: bool) -> None:
     found = earlier_run_files(run_dir)
     if found and not overwrite:
         names = ", ".join(str(p.relative_to(run_dir)) for p in found[:6])
-        raise FileExistsError(
-            f"{run_dir} already holds a run ({names}); resume it with init.mode=resume, replace it with "
-            "init.overwrite=true, or choose another name, seed or run_dir"
-        )
+        raise RunExistsError(run_exists_message(str(run_dir), names))
     if found:
         print(f"[flurka] init.overwrite=true: deleting the earlier run in {run_dir}")
         clear_earlier_run(run_dir)
