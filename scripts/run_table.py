@@ -34,7 +34,7 @@ from flurka.results.tables import (
     where_written,
     write_table,
 )
-from flurka.train.loop import train
+from flurka.train.loop import run_dir_for, train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -66,9 +66,10 @@ def run(argv: list[str] | None = None) -> TableRun:
     args = p.parse_intermixed_args(argv)
     spec = TABLES[args.table]
     rows = dependencies_first(args.rows.split(",")) if args.rows else rows_of(args.table, args.scale)
-    unknown = set(rows) - set(rows_of(args.table))
+    every_row = rows_of(args.table)
+    unknown = set(rows) - set(every_row)
     if unknown:
-        raise SystemExit(f"unknown rows {sorted(unknown)} for {args.table}; rows: {', '.join(rows_of(args.table))}")
+        raise SystemExit(f"unknown rows {sorted(unknown)} for {args.table}; rows: {', '.join(every_row)}")
     group = f"{args.table}-{args.scale}"
     where = [f"group={group}", f"runs_root={args.runs_root}"]
     if args.scale == "full":
@@ -92,7 +93,7 @@ def run(argv: list[str] | None = None) -> TableRun:
                 settings = spec.settings(row, args.scale)
                 overrides = [f"experiment={args.table}/{row}", *settings, *where, *args.overrides, f"seed={seed}"]
                 cfg = compose("train", overrides=overrides)
-                run_dir = Path(args.runs_root) / group / row / f"seed{seed}"
+                run_dir = run_dir_for(cfg, attention="", model="", task="")  # every row names itself (cfg.name)
                 shutil.rmtree(run_dir, ignore_errors=True)
                 base = depends_on_failed(cfg, failed_rows)
                 try:
@@ -104,7 +105,7 @@ def run(argv: list[str] | None = None) -> TableRun:
                     this_call.append(record_failure(run_dir, row, seed, error))
                     failed_rows.add(row)
                     print(f"[{args.table}] {row} seed {seed} FAILED: {type(error).__name__}: {error}", flush=True)
-    summaries = [s for s in collect_runs(args.runs_root, group) if s["name"] in set(rows_of(args.table)) | set(rows)]
+    summaries = [s for s in collect_runs(args.runs_root, group) if s["name"] in every_row]
     expected = sorted(set(rows_of(args.table, args.scale)) | set(rows))  # a table built in parts names the rest
     failed, missing = unfinished_rows(expected, args.seeds, summaries, collect_failures(args.runs_root, group))
     rows_out, shown = table_rows(spec, summaries)

@@ -398,7 +398,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             break
     bar.close()
     if done == start_step:  # resumed at its end, before summary.json was written: evaluate what the run made
-        last_eval = evaluate(model, task, "valid", t, info, autocast, shard=not fsdp)
+        last_eval = evaluate(model, task, "valid", t, info, autocast, shard=not fsdp, max_batches=t.final_eval_batches)
     test_eval: dict[str, float] = {}
     if t.test_at_end:  # the final model, on data no choice was made on (the papers' LRA/WMT numbers are test)
         test_eval = evaluate(model, task, "test", t, info, autocast, shard=not fsdp, max_batches=t.final_eval_batches)
