@@ -8,6 +8,11 @@
 # Figs. 1/4/5), tables (every paper table at SCALE=mini; one call holds ~10 minutes, so name tables one by one,
 # table-glue, ..., or parts of one: table-glue@pretrain-full,cola-full,sst2-full). Each step logs to $OUT/<step>.log; results/ comes back
 # as $OUT/results.tgz (unpack it at the repository root, then commit: the files carry their own provenance).
+#
+# Environment: SEEDS="0 1" runs every table row once per seed (default 0). DEADLINE_S=540 stops the steps when
+# that many seconds have passed (the one running is interrupted, later ones are skipped), so the results and run
+# folders are still packed before the device tool's per-call limit; rows cut short are named missing when the
+# table is rebuilt from the runs (scripts/make_table.py <table>-mini).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 # results name the commit staged by `make device-stage` (the machine's .git is older than the tree it runs)
@@ -15,11 +20,19 @@ if [[ -f .device/commit ]]; then export FLURKA_COMMIT=$(cat .device/commit); fi
 echo "commit: ${FLURKA_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}"
 mkdir -p "$OUT"
 status=0
-step() {  # step NAME CMD...: run, log, remember failure, continue with the next step
+deadline=$((SECONDS + ${DEADLINE_S:-86400}))
+step() {  # step NAME CMD...: run, log, remember failure, continue with the next step; all under the deadline
   local name=$1
   shift
-  echo "== $name: $*" | tee -a "$OUT/$name.log"
-  "$@" 2>&1 | tee -a "$OUT/$name.log" || status=1
+  local left=$((deadline - SECONDS))
+  if ((left <= 0)); then
+    echo "== $name: skipped, DEADLINE_S passed: $*" | tee -a "$OUT/$name.log"
+    status=1
+    return
+  fi
+  echo "== $name ($((left))s left): $*" | tee -a "$OUT/$name.log"
+  # SIGINT first: Python unwinds (a half-written checkpoint is never renamed into place); KILL 20 s later
+  timeout --signal=INT --kill-after=20 "$left" "$@" 2>&1 | tee -a "$OUT/$name.log" || status=1
 }
 for what in "$@"; do
   case $what in
@@ -32,13 +45,14 @@ for what in "$@"; do
       for suite in flurka_ablation flurka_vs_flash flurka_rank; do step figures python3 scripts/bench.py "$suite"; done ;;
     tables)
       for table in wikitext103 scfa scfa-mnist scfa-shakespeare uptrain time-budget glue lra wmt imagenet; do
-        step tables python3 scripts/run_table.py "table-$table" --scale mini logger=none trainer.progress=false
+        step tables python3 scripts/run_table.py "table-$table" --scale mini --seeds ${SEEDS:-0} logger=none \
+          trainer.progress=false
       done ;;
     scaling) step scaling python3 scripts/bench.py distributed ;;  # needs the 2-GPU kind (nvidia-h200-x2)
     table-*)  # table-<name> or table-<name>@row1,row2 (a part of a table; the others' runs are kept)
       rows=${what#*@}; [[ $rows == "$what" ]] && rows=""
-      step tables python3 scripts/run_table.py "${what%%@*}" --scale mini ${rows:+--rows "$rows"} \
-        logger=none trainer.progress=false ;;
+      step tables python3 scripts/run_table.py "${what%%@*}" --scale mini --seeds ${SEEDS:-0} \
+        ${rows:+--rows "$rows"} logger=none trainer.progress=false ;;
     *) echo "unknown step '$what' (tests, bench, figures, tables, table-<name>, scaling)" >&2; exit 2 ;;
   esac
 done

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> Path:
         command="python scripts/make_table.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         failed=failed,
         missing=missing,
+        summaries=summaries,
     )
     if args.out is None and table is not None and table[1] == "mini":
         write_index()  # results/README.md lists the table

@@ -123,6 +123,7 @@ def run(argv: list[str] | None = None) -> TableRun:
         command=cmd,
         failed=failed,
         missing=missing,
+        summaries=summaries,
     )
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md

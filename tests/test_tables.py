@@ -141,3 +141,33 @@ def test_from_wandb_without_an_api_key_is_one_line_saying_what_to_set(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert "WANDB_API_KEY" in line and "wandb login" in line
+
+
+def test_a_table_built_elsewhere_names_the_gpu_and_commit_its_runs_came_from(tmp_path):
+    """Rows trained on a GPU machine, table assembled here (runs of several device calls unpacked): results.json
+    keeps the builder's provenance and adds the runs' own; table.md and the results index name the runs' GPU and
+    commit, not this machine's, and a table with a missing row is not called done."""
+    from flurka.results.index import write_index
+
+    runs = tmp_path / "runs" / "table-time-budget-mini"
+    for name, date in (("full", "2026-12-02T17:00:00+00:00"), ("flash", "2026-12-03T09:00:00+00:00")):
+        folder = runs / name / "seed0"
+        folder.mkdir(parents=True)
+        made = {"commit": "abc123def456", "gpu": "NVIDIA H200", "torch": "2.11.0", "triton": "3.6.0", "cuda": "13.0"}
+        (folder / "summary.json").write_text(
+            json.dumps({"name": name, "seed": 0, "eval_ppl": 90.0, "date": date, **made})
+        )
+    out = tmp_path / "results" / "table-time-budget"
+    run_script(["scripts/make_table.py", "table-time-budget-mini", "--runs-root", str(tmp_path / "runs"),
+                "--out", str(out)])  # fmt: skip
+    data = json.loads((out / "results.json").read_text())
+    assert data["runs"]["gpu"] == ["NVIDIA H200"] and data["runs"]["commit"] == ["abc123def456"]
+    assert data["runs"]["dates"] == ["2026-12-02T17:00:00+00:00", "2026-12-03T09:00:00+00:00"]
+    assert data["runs"]["runs"] == 2
+    md = (out / "table.md").read_text()
+    assert "Runs (2): GPU NVIDIA H200; commit abc123def456; torch 2.11.0, Triton 3.6.0, CUDA 13.0" in md
+    assert "2026-12-02 to 2026-12-03" in md
+    index = write_index(tmp_path / "results").read_text()
+    line = next(row for row in index.splitlines() if row.startswith("| table-time-budget |"))
+    assert "NVIDIA H200" in line and "`abc123def456`" in line and "2026-12-03" in line
+    assert "3 run(s) without a result" in line and "done" not in line

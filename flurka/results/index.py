@@ -19,6 +19,23 @@ FLURKA_FIGURES = {  # results/flurka_speed/<figure>/results.json
 }
 
 
+def made_by(data: dict) -> tuple[str, str, str]:
+    """(date, commit, GPU) of the numbers: the runs' own provenance when the file records it (a table built on
+    another machine than the one that trained its rows), else the file's."""
+    prov, runs = data["provenance"], data.get("runs") or {}
+    if runs.get("runs"):
+        dates = runs.get("dates") or [prov["date"]]
+        return dates[-1][:10], ", ".join(c[:12] for c in runs["commit"]), ", ".join(runs["gpu"])
+    return prov["date"][:10], prov["commit"][:12], prov["gpu"]
+
+
+def table_status(data: dict) -> str:
+    """'mini done' only when no row failed or is missing; else how many runs of the table lack a result."""
+    lacking = len(data.get("failed") or []) + len(data.get("missing") or [])
+    done = f"mini: {len(data['rows'])} rows" + (f", {lacking} run(s) without a result" if lacking else " done")
+    return done + "; full not run"
+
+
 def write_index(results_root: str | Path = "results") -> Path:
     from flurka.results.paper_tables import TABLES
 
@@ -40,11 +57,10 @@ def write_index(results_root: str | Path = "results") -> Path:
     entries.append(("distributed", "make scaling", root / "distributed" / "results.json"))
     for name, cmd, path in entries:
         if path.exists():
-            prov = json.loads(path.read_text())["provenance"]
-            status = "mini done; full not run" if name in TABLES else "measured"
-            lines.append(
-                f"| {name} | `{cmd}` | {status} | {prov['date'][:10]} | `{prov['commit'][:12]}` | {prov['gpu']} |"
-            )
+            data = json.loads(path.read_text())
+            date, commit, gpu = made_by(data)
+            status = table_status(data) if name in TABLES else "measured"
+            lines.append(f"| {name} | `{cmd}` | {status} | {date} | `{commit}` | {gpu} |")
         else:
             lines.append(f"| {name} | `{cmd}` | not run yet | | | |")
     out = root / "README.md"

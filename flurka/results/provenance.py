@@ -64,6 +64,34 @@ def provenance(command: str | None = None) -> dict[str, Any]:
     }
 
 
+RUN_KEYS = ("commit", "gpu", "torch", "triton", "cuda")
+
+
+def runs_provenance(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a table's numbers came from: the distinct commit / GPU / torch / Triton / CUDA of its runs (each
+    run's summary.json carries its own provenance) and the span of their dates. A table is often assembled on
+    another machine than the one that trained its rows (runs of several GPU calls unpacked on a laptop), so the
+    table's own provenance says only who built the table; this says who produced the numbers."""
+    out: dict[str, Any] = {key: sorted({str(s[key]) for s in summaries if key in s}) for key in RUN_KEYS}
+    dates = sorted(str(s["date"]) for s in summaries if s.get("date"))
+    out["dates"] = [dates[0], dates[-1]] if dates else []
+    out["runs"] = len(summaries)
+    return out
+
+
+def describe_runs(runs: dict[str, Any]) -> str:
+    """One sentence for table.md: what the runs ran on (lists when runs differ)."""
+    if not runs.get("runs"):
+        return ""
+    show = lambda key: ", ".join(runs.get(key) or ["?"])  # noqa: E731
+    first, last = [d[:10] for d in runs.get("dates") or ["", ""]]
+    when = (f", {first}" + (f" to {last}" if last != first else "")) if first else ""
+    return (
+        f"Runs ({runs['runs']}): GPU {show('gpu')}; commit {show('commit')}; torch {show('torch')}, "
+        f"Triton {show('triton')}, CUDA {show('cuda')}{when}."
+    )
+
+
 def write_results(path: str | Path, rows: list[dict[str, Any]], command: str | None = None, **extra: Any) -> Path:
     """Write {"provenance", "rows", **extra} atomically (temp file + rename), so a crash never leaves half a
     file. `extra` holds what is not a measurement, e.g. a table's rows that failed or never ran."""

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from flurka.results.provenance import write_results
+from flurka.results.provenance import describe_runs, runs_provenance, write_results
 
 NUMERIC_SKIP = {"seed", "steps", "world_size"}
 
@@ -191,21 +191,26 @@ def write_table(
     command: str | None = None,
     failed: list[dict[str, Any]] | None = None,
     missing: list[dict[str, Any]] | None = None,
+    summaries: list[dict[str, Any]] | None = None,
 ) -> Path:
     """results.json (DESIGN.md schema), table.md (with `notes` under the table), table.csv, and table.png (a
     panel per metric column, flurka.results.plots). `failed` / `missing`: the rows without a result (see
-    `unfinished_rows`), named in results.json and table.md."""
+    `unfinished_rows`), named in results.json and table.md. `summaries`: the runs behind the rows, whose own
+    provenance (GPU, commit, versions) goes into results.json as "runs" and into table.md."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     failed, missing = failed or [], missing or []
     brief_failures = [{k: f[k] for k in ("name", "seed", "error")} for f in failed]
-    write_results(out / "results.json", rows, command, failed=brief_failures, missing=missing)
+    runs = runs_provenance(summaries or [])
+    write_results(out / "results.json", rows, command, failed=brief_failures, missing=missing, runs=runs)
     unfinished = unfinished_markdown(failed, missing)
+    made = describe_runs(runs)
     (out / "table.md").write_text(
         f"# {title}\n\n"
         + markdown_table(rows, metrics, paper)
         + (f"\n{notes}\n" if notes else "")
         + (f"\n{unfinished}" if unfinished else "")
+        + (f"\n{made} Table built by: `{command}`.\n" if made else "")
     )
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "name", k))
     with (out / "table.csv").open("w", newline="") as f:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 @dataclass
 class TrainerConfig:
     max_steps: int = 200
-    time_budget_s: float | None = None  # stop when this much training time is spent (eval excluded)
+    time_budget_s: float | None = None  # stop after this much training time (eval, warm-up steps excluded)
     batch_size: int = 16  # global batch, in sequences (× seq_len tokens)
     micro_batch_size: int | None = None  # per device; None = the whole per-device share in one pass
     lr: float = 1e-3

@@ -211,10 +211,36 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypat
 def test_time_budget_stops_training_and_is_reported(tmp_path):
     summary = train(compose([*SMOKE, f"run_dir={tmp_path}", "trainer.max_steps=100000", "trainer.time_budget_s=1.0",
                              "trainer.eval_every=0"]))  # fmt: skip
-    assert 0 < summary["steps"] < 100000 and summary["train_seconds"] >= 1.0
-    assert summary["train_seconds"] < 1.0 + 5.0  # stops at the first step past the budget
+    assert 0 < summary["steps"] < 100000 and summary["budget_seconds"] >= 1.0
+    assert summary["budget_seconds"] < 1.0 + 5.0  # stops at the first step past the budget
+    assert summary["train_seconds"] > summary["budget_seconds"]  # the warm-up steps ran, uncounted
     assert math.isfinite(summary["eval_loss"])  # the final evaluation still runs
     assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == summary["steps"]
+
+
+def test_the_time_budget_leaves_out_the_warm_up_steps(tmp_path, monkeypatch):
+    """Compilation and autotuning happen in a process's first throughput_skip_steps steps: a budget that counted
+    them would charge a one-off cost to the kernel-backed variants only. Here those steps are made slow (0.3 s
+    each) and the budget (0.2 s) is smaller than one of them: all of them still run, and the run goes on past
+    them until the counted time reaches the budget."""
+    import time
+
+    from flurka.data.lm import LMTask
+
+    real = LMTask.train_batch
+    calls = []
+
+    def slow_first_batches(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 3:
+            time.sleep(0.3)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LMTask, "train_batch", slow_first_batches)
+    summary = train(compose([*SMOKE, f"run_dir={tmp_path}", "trainer.max_steps=100000", "trainer.time_budget_s=0.2",
+                             "trainer.throughput_skip_steps=3", "trainer.eval_every=0"]))  # fmt: skip
+    assert summary["steps"] > 3 and summary["train_seconds"] >= 0.9
+    assert 0.2 <= summary["budget_seconds"] < summary["train_seconds"] - 0.85
 
 
 def test_test_split_is_evaluated_at_the_end_when_asked(tmp_path):
@@ -260,7 +286,7 @@ def test_the_final_evaluation_scores_the_whole_split(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "evaluate", recording)
     common = ["scale=smoke", "logger=none", "trainer.progress=false", "trainer.max_steps=4", "trainer.eval_every=2",
               "trainer.eval_batches=1"]  # fmt: skip
-    summary = loop.train(compose([*common, f"run_dir={tmp_path / 'a'}"]))
+    summary = loop.train(compose([*common, "trainer.final_eval_batches=null", f"run_dir={tmp_path / 'a'}"]))
     assert calls == [("valid", 1), ("valid", None)] and summary["eval_examples_cap"] is None
     calls.clear()
     summary = loop.train(compose([*common, "trainer.final_eval_batches=3", f"run_dir={tmp_path / 'b'}"]))
