@@ -102,7 +102,8 @@ def time_budget_claim(rows: Rows, floors: Floors) -> str:
     lines = [
         "FLuRKA v1 claims better perplexity than full attention when pre-training on a fixed time budget "
         f"({RULE}). The budget counts training steps only: evaluation and each run's first steps (Triton "
-        f"compilation and autotuning, trainer.throughput_skip_steps) are left out. Full attention reached {ref['eval_ppl']:.2f} in {ref.get('tokens_seen', 0):,.0f} tokens:"
+        "compilation and autotuning, trainer.throughput_skip_steps) are left out. "
+        f"Full attention reached {ref['eval_ppl']:.2f} in {ref.get('tokens_seen', 0):,.0f} tokens:"
     ]
     for name in sorted(n for n in r if n.startswith("flurka")):
         row = r[name]
