@@ -47,10 +47,11 @@ class TableRun(NamedTuple):
     failed: tuple[dict, ...] = ()
 
 
-def depends_on_failed(cfg, failed_rows: set[str]) -> str | None:
-    """The failed row whose checkpoint this row starts from (GLUE fine-tuning, up-training), if any."""
+def depends_on_failed(cfg, failed_runs: set[tuple[str, int]]) -> str | None:
+    """The failed row whose checkpoint this row starts from (GLUE fine-tuning, up-training), if any: the same
+    row at the same seed (seed 1's fine-tuning does not depend on seed 0's pre-training)."""
     path = str(cfg.get("init", {}).get("path") or "")
-    return next((row for row in sorted(failed_rows) if f"/{row}/" in path), None)
+    return next((row for row, seed in sorted(failed_runs) if f"/{row}/seed{seed}/" in path), None)
 
 
 def run(argv: list[str] | None = None) -> TableRun:
@@ -83,11 +84,12 @@ def run(argv: list[str] | None = None) -> TableRun:
     # Each row reruns from scratch: its own run folder is cleared just before it runs, and only then, so the
     # group's other rows (earlier calls' parts of the table, with --rows) keep their runs. A row that raises is
     # recorded (failed.json in its folder) and the table goes on; the table names it.
-    failed_rows: set[str] = set()
+    # Seeds outermost: a call cut short (a device call's time limit) loses the last seed's rows, not whole rows.
+    failed_runs: set[tuple[str, int]] = set()
     this_call: list[dict] = []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for row in rows:
-            for seed in args.seeds:
+        for seed in args.seeds:
+            for row in rows:
                 print(f"[{args.table}] {row} seed {seed} ({args.scale})", flush=True)
                 # the table's settings, then the row's, then the user's: the command line has the last word
                 settings = spec.settings(row, args.scale)
@@ -95,7 +97,7 @@ def run(argv: list[str] | None = None) -> TableRun:
                 cfg = compose("train", overrides=overrides)
                 run_dir = run_dir_for(cfg, attention="", model="", task="")  # every row names itself (cfg.name)
                 shutil.rmtree(run_dir, ignore_errors=True)
-                base = depends_on_failed(cfg, failed_rows)
+                base = depends_on_failed(cfg, failed_runs)
                 try:
                     if base is not None:
                         raise RuntimeError(f"not run: it starts from row {base}, which failed")
@@ -103,7 +105,7 @@ def run(argv: list[str] | None = None) -> TableRun:
                 except Exception as error:  # any failure of one row is recorded; the table goes on
                     traceback.print_exc()
                     this_call.append(record_failure(run_dir, row, seed, error))
-                    failed_rows.add(row)
+                    failed_runs.add((row, seed))
                     print(f"[{args.table}] {row} seed {seed} FAILED: {type(error).__name__}: {error}", flush=True)
     summaries = [s for s in collect_runs(args.runs_root, group) if s["name"] in every_row]
     expected = sorted(set(rows_of(args.table, args.scale)) | set(rows))  # a table built in parts names the rest
@@ -128,6 +130,7 @@ def run(argv: list[str] | None = None) -> TableRun:
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md
     print((out / "table.md").read_text())
+    failed_rows = {row for row, _ in failed_runs}
     if failed_rows:
         print(f"[{args.table}] {len(failed_rows)} row(s) failed: {', '.join(sorted(failed_rows))}", file=sys.stderr)
     earlier = sorted({f["name"] for f in failed} - failed_rows)

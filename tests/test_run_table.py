@@ -216,6 +216,31 @@ def test_rows_that_start_from_a_failed_row_are_not_run(tmp_path, monkeypatch):
     assert run_table.exit_code(outcome) == 2
 
 
+def test_seeds_run_outermost_and_a_failure_blocks_only_its_own_seed(tmp_path, monkeypatch):
+    """Every row at seed 0 runs before any row at seed 1, so a call cut short loses a seed, not whole rows; a
+    pre-training that fails at seed 0 keeps seed 0's fine-tuning from running, not seed 1's."""
+    use_fixture_corpora(monkeypatch)
+    monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))
+    run_table = load_run_table()
+    ran: list[tuple[str, int]] = []
+
+    def train(cfg):
+        ran.append((cfg.name, cfg.seed))
+        if cfg.name == "pretrain-full":
+            if cfg.seed == 0:
+                raise OSError("disk full")
+            return None  # seed 1's pre-training "finishes" (only the order and the blocking are under test)
+        raise FloatingPointError("stop here")
+
+    monkeypatch.setattr(run_table, "train", train)
+    outcome = run_table.run(["table-glue", "--scale", "smoke", "--runs-root", str(tmp_path / "runs"),
+                             "--rows", "cola-full,pretrain-full", "--seeds", "0", "1"])  # fmt: skip
+    assert ran == [("pretrain-full", 0), ("pretrain-full", 1), ("cola-full", 1)]
+    errors = {(f["name"], f["seed"]): f["error"] for f in outcome.failed}
+    assert "starts from row pretrain-full, which failed" in errors[("cola-full", 0)]
+    assert "stop here" in errors[("cola-full", 1)]
+
+
 @pytest.mark.slow
 def test_a_smoke_table_says_where_it_went_and_which_data_its_rows_read(tmp_path, monkeypatch, capsys):
     """The console ends with the paths of table.md and the plot; the data label is what the runs loaded (here
