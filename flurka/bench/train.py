@@ -189,6 +189,8 @@ def measure(name: str, n: int, setup: Setup, *, compiled: bool = False) -> dict[
         row.update(status="error", error=_first_line(err))
     finally:
         del model
+        if compiled:
+            torch._dynamo.reset()  # its caches hold the compiled model's weights: free them for the next point
         gc.collect()
         if setup.device == "cuda":
             torch.cuda.empty_cache()

@@ -92,3 +92,11 @@ def test_compiled_row_is_planned_per_length_after_the_variants():
     jobs = train.planned(setup, ["full", "flash"], compiled=True)
     assert jobs[:3] == [("full", 1024, False), ("flash", 1024, False), ("full", 1024, True)]
     assert len(jobs) == 12 and len(train.planned(setup, ["flash"], compiled=True)) == 4
+
+
+def test_the_compiled_row_says_so_and_compiles_the_model_it_times(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)  # no compiler on CPU
+    row = train.measure("full", 64, train.make_setup(dry_run=True, quick=False), compiled=True)
+    assert row["status"] == "ok" and row["compiled"] and row["impl"] == "torch+compile"
+    assert len(compiled) == 1 and row["params"] == sum(p.numel() for p in compiled[0].parameters())
