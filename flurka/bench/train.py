@@ -35,6 +35,7 @@ import torch
 
 from flurka.bench.report import ResultsLog, plt_agg
 from flurka.bench.timing import bench_device, peak_memory_mib, step_times_ms
+from flurka.results.provenance import read_results
 
 # conf/model/gpt2_small.yaml (a test keeps the two equal); GPT-2's own vocabulary, as the openwebtext2 task's
 GPT2_SMALL = {"n_layers": 12, "n_heads": 12, "d_model": 768, "dropout": 0.1, "activation": "gelu_tanh"}
@@ -244,15 +245,23 @@ def _cell(row: dict[str, Any] | None, key: str) -> str:
     return {"tokens_per_s": f"{v:,.0f}", "mfu": f"{100 * v:.1f}%", "peak_mem_mib": f"{v / 1024:.1f}"}[key]
 
 
-def markdown(rows: list[dict], setup: Setup) -> str:
+def markdown(rows: list[dict], setup: Setup, provenance: dict[str, str]) -> str:
     """One table per metric: a row per variant, a column per N; failed points say how they failed."""
     lengths = sorted({r["N"] for r in rows})
     labels = list(dict.fromkeys(_label(r) for r in rows))
     at = {(_label(r), r["N"]): r for r in rows}
-    out = [f"GPT-2 small shape ({setup.model}), vocab {setup.vocab_size}, {setup.tokens_per_step} tokens per step "
-           f"(B = {setup.tokens_per_step} / N), {'bf16 autocast' if setup.bf16 else 'fp32'}, {setup.optimizer}; "
-           f"{setup.warmup} warm-up steps excluded, median of up to {setup.steps} timed steps.", "",
-           f"FLOPs: {setup.flops}.", ""]  # fmt: skip
+    m = setup.model
+    out = ["# Training-step speed per attention variant", ""]
+    if setup.device == "cpu":
+        out += ["**Dry run** (a tiny GPT on CPU): checks the script; these numbers are not measurements.", ""]
+    out += [f"- GPT: {m['n_layers']} layers, {m['n_heads']} heads, d_model {m['d_model']}, dropout {m['dropout']}, "
+            f"vocab {setup.vocab_size}; {setup.tokens_per_step} tokens per step (B = {setup.tokens_per_step} / N); "
+            f"{'bf16 autocast' if setup.bf16 else 'fp32'}; {setup.optimizer}",
+            f"- {setup.warmup} warm-up steps excluded, then the median of up to {setup.steps} timed steps "
+            f"(at most {setup.max_seconds:g} s of them per point)",
+            f"- FLOPs: {setup.flops}",
+            f"- commit `{provenance['commit']}`, {provenance['gpu']}, torch {provenance['torch']}, triton "
+            f"{provenance['triton']}; command: `{provenance['command']}`", ""]  # fmt: skip
     for key, title in (("tokens_per_s", "tokens/s"), ("mfu", "MFU"), ("peak_mem_mib", "peak memory (GiB)")):
         out += [f"### {title}", "", "| variant | " + " | ".join(f"N={n}" for n in lengths) + " |",
                 "|---|" + "---:|" * len(lengths)]  # fmt: skip
@@ -315,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     sweep(setup, jobs, rows, budget)
     out = rows.finish()
     plot(rows, out.with_suffix(".png"))
-    table = markdown(rows, setup)
+    table = markdown(rows, setup, read_results(out)["provenance"])
     out.with_suffix(".md").write_text(table + "\n")
     print(table)
     print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.md')}")

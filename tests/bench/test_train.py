@@ -35,6 +35,7 @@ def test_dry_run_trains_every_causal_variant_and_writes_json_png_and_table(tmp_p
     assert out.with_suffix(".png").stat().st_size > 1000
     table = out.with_suffix(".md").read_text()
     assert "### tokens/s" in table and "### MFU" in table and "| flurka_performer |" in table
+    assert "Dry run" in table and "3 x forward FLOPs" in table and data["provenance"]["commit"] in table
 
 
 def test_variant_options_and_model_shape_are_the_configs_a_training_run_uses():
