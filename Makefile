@@ -47,7 +47,8 @@ smoke: install ## one tiny training run per attention variant on CPU (repeatable
 	done
 
 # ---- speed figures (GPU): each writes results/speed/<suite>.json with provenance and a PNG beside it; the FLuRKA
-# figures write results/flurka_speed/<figure>/ (results.json, results.csv, results.png, table.md)
+# figures write results/flurka_speed/<figure>/ (results.json, results.csv, results.png, table.md). Each rewrites its
+# JSON after every measured point ("complete": false until the sweep ends): a run cut short keeps what it measured
 bench-flash: install ## FlashAttention kernel vs SDPA and the naive path (GPU)
 	$(BIN)/python scripts/bench.py flash
 
@@ -56,6 +57,9 @@ fig-scfa-runtime: install ## SCFA runtime figure: hash / QK-drop sweeps vs flash
 
 fig-lightning: install ## Lightning-2 runtime and tokens/s vs N, vs SDPA flash (GPU)
 	$(BIN)/python scripts/bench.py lightning
+
+bench-train: install ## training-step tokens/s, MFU, peak memory per attention variant, GPT-2 small, N 1k-16k (GPU)
+	$(BIN)/python scripts/bench.py train
 
 fig-flurka-seqlen: install ## FLuRKA Fig. 3: time vs N for every variant at the paper's configuration (GPU)
 	$(BIN)/python scripts/bench.py flurka
@@ -117,5 +121,5 @@ device-stage: ## stage .device/ (wheels the GPU image lacks + DEVICE_DATA datase
 clean: ## remove run folders (not results/)
 	rm -rf runs outputs multirun
 
-.PHONY: help install test test-gpu lint demo smoke clean bench-flash fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain table-time-budget table-glue table-lra table-wmt table-imagenet table-scfa-mnist table-scfa-shakespeare device-stage \
+.PHONY: help install test test-gpu lint demo smoke clean bench-flash bench-train fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain table-time-budget table-glue table-lra table-wmt table-imagenet table-scfa-mnist table-scfa-shakespeare device-stage \
 	fig-flurka-ablation fig-flurka-vs-flash fig-flurka-rank scaling

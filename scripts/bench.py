@@ -5,7 +5,10 @@ provenance: commit, GPU, torch, triton, CUDA, command) and a PNG beside it. The 
 results/flurka_speed/<figure>/ (results.json, results.csv, results.png, table.md): flurka (Fig. 3, fig3_seqlen),
 flurka_ablation (Fig. 4, fig4_ablation), flurka_vs_flash (Fig. 5, fig5_vs_flash), flurka_rank (Fig. 1,
 fig1_rank). distributed (issue 9) trains on 1 and 2 GPUs through torchrun (DDP, FSDP, a crash and resume) and
-writes results/distributed/ (results.json, table.md). `--help` after the suite name lists its options (e.g.
+writes results/distributed/ (results.json, table.md). train (issue 15): training-step tokens/s, MFU and peak
+memory per attention variant at the GPT-2 small shape, N = 1k … 16k, to results/speed/train.json (+ .png, .md).
+Every suite rewrites its JSON after each measured point, marked `"complete": false` until the sweep ends, so a
+run cut short keeps what it measured (issue 21). `--help` after the suite name lists its options (e.g.
 `--quick`, `--dry-run`).
 """
 
@@ -14,7 +17,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("flash", "scfa", "lightning", "flurka", "flurka_ablation", "flurka_vs_flash", "flurka_rank", "distributed")
+SUITES = (
+    "flash",
+    "scfa",
+    "lightning",
+    "flurka",
+    "flurka_ablation",
+    "flurka_vs_flash",
+    "flurka_rank",
+    "distributed",
+    "train",
+)
 
 
 def main(argv: list[str]) -> None:

@@ -518,11 +518,13 @@ def render_table(rows: list[dict], setup: list[str]) -> str:
     return "\n".join(out)
 
 
-def write_outputs(out: Path, rows: list[dict], setup: list[str]) -> None:
+def write_outputs(out: Path, rows: list[dict], setup: list[str], *, complete: bool = False) -> None:
+    """results.json (marked complete only once the study is over: issue 21) and table.md."""
     from flurka.results.provenance import write_results
 
     out.mkdir(parents=True, exist_ok=True)
-    write_results(out / "results.json", rows)  # provenance's command: this process's own command line
+    # provenance's command: this process's own command line
+    write_results(out / "results.json", rows, complete=complete)
     (out / "table.md").write_text(render_table(rows, setup) + "\n")
 
 
@@ -622,6 +624,7 @@ def run_study(study: Study, out: Path, runs_root: Path, budget_s: float) -> list
     add(curves)
     add(part_resume(runner, study, ddp_runs["full"]))
     add(part_fsdp(runner, study, peak))
+    write_outputs(out, rows, setup, complete=True)
     for r in rows:
         if r.get("error"):
             print(f"[distributed] not measured ({r['kind']}, {r.get('impl')}): {r['error']}", flush=True)

@@ -67,9 +67,11 @@ def _row(impl: str, mode: str, B: int, N: int, D: int, causal: bool, ms: float) 
     }  # fmt: skip
 
 
-def measure(N: int, D: int, causal: bool, impls: list[str], modes: list[str], warmup: int, rep: int) -> list[dict]:
+def measure(
+    N: int, D: int, causal: bool, impls: list[str], modes: list[str], warmup: int, rep: int, rows: list[dict]
+) -> list[dict]:
+    """Append a row per (impl, mode) to `rows` (a `ResultsLog` writes each as it comes)."""
     B = max(1, TOKENS // N)
-    rows = []
     fns = _impls(causal)
     mem = torch.cuda.get_device_properties(0).total_memory
     for impl in impls:
@@ -127,18 +129,18 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("flash benchmark: needs a CUDA GPU")
-    from flurka.results.provenance import write_results
+    from flurka.bench.report import ResultsLog
 
     t0 = time.time()
     Ns = [1024, 4096, 16384] if args.quick else [512 * 2**i for i in range(6)]
     warmup, rep = (10, 40) if args.quick else (25, 100)
     impls = args.impls.split(",")
-    rows: list[dict] = []
+    rows = ResultsLog(args.out)  # rewritten after every point: a run cut short keeps what it measured
     for D in (64, 128):
         for causal in (False, True):
             for N in Ns:
-                rows += measure(N, D, causal, impls, ["fwd", "fwd_bwd"], warmup, rep)
-    out = write_results(args.out, rows)
+                measure(N, D, causal, impls, ["fwd", "fwd_bwd"], warmup, rep, rows)
+    out = rows.finish()
     plot(rows, out.with_suffix(".png"))
     for D in (64, 128):
         for causal in (False, True):

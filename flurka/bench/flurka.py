@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from flurka.attention import build_attention
-from flurka.bench.report import claim_for, results_path, write_figure
+from flurka.bench.report import ResultsLog, claim_for, results_path, write_figure
 from flurka.bench.timing import bench_device, bench_ms
 
 D_MODEL, D_K, HEAD_DIM, HEADS = 2600, 1500, 325, 8
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     device = bench_device(args.dry_run)
     dims = (64, 4, 24) if args.dry_run else (D_MODEL, HEADS, D_K)
     ns = [40, 70] if args.dry_run else ([7050, 31050, 55050] if args.quick else PAPER_NS)
-    rows = []
+    rows = ResultsLog(results_path(args.out))  # rewritten after every point: a run cut short keeps them
     if device.type == "cuda":
         rate = matmul_tflops(device)
         print(f"measured bf16 GEMM rate: {rate:.0f} TFLOP/s (the roofline)", flush=True)

@@ -22,7 +22,17 @@ from pathlib import Path
 
 from flurka.bench.flops import FLOPS, KERNEL_OF, LayerShape, claim1_condition
 from flurka.bench.flurka import HEADS, VARIANTS, measure
-from flurka.bench.report import FLURKA, Claim, claim_for, estimate_seconds, plt_agg, speedup_over, write_figure
+from flurka.bench.report import (
+    FLURKA,
+    Claim,
+    ResultsLog,
+    claim_for,
+    estimate_seconds,
+    plt_agg,
+    results_path,
+    speedup_over,
+    write_figure,
+)
 from flurka.bench.timing import bench_device
 
 N_FIXED = 31050
@@ -132,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     jobs = grid(n, d_models, d_ks, heads)
     est = estimate_seconds(FLOPS[name](layer_shape(name, n, d, heads, k)) for name, d, k in jobs)
     print(f"{len(jobs)} layers to time at N={n}; estimated ~{est / 60:.1f} min on an H100", flush=True)
-    rows = []
+    rows = ResultsLog(results_path(args.out))  # rewritten after every point: a run cut short keeps them
     for name, d_model, d_k in jobs:
         row = measure(name, n, "fwd", device, (d_model, heads, d_k))
         shape = layer_shape(name, n, d_model, heads, d_k)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from flurka.attention import build_attention
 from flurka.attention.kernel import PerformerAttention
-from flurka.bench.report import Claim, plt_agg, write_figure
+from flurka.bench.report import Claim, ResultsLog, plt_agg, results_path, write_figure
 from flurka.ops.features.reference import favor_exponent
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -316,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
         model, task, info = load_model(ckpt, device)
     batch = next(iter(task.eval_batches("valid", args.sequences, max_batches=1)))["input_ids"].to(device)
     inputs = layer_inputs(model, batch)
-    rows: list[dict] = [{**info, "sequences": batch.shape[0]}]
+    rows = ResultsLog(results_path(args.out))  # rewritten after every layer: a run cut short keeps them
+    rows.append({**info, "sequences": batch.shape[0]})
     for i, (block, x) in enumerate(zip(model.blocks, inputs)):
         rows += spectrum_rows(block.attn, x, i)
     n = batch.shape[1]

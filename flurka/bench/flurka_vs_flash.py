@@ -18,7 +18,17 @@ from pathlib import Path
 from flurka.bench.flops import FLOPS
 from flurka.bench.flurka import HEADS, measure
 from flurka.bench.flurka_ablation import layer_shape
-from flurka.bench.report import FLURKA, Claim, claim_for, estimate_seconds, plt_agg, speedup_over, write_figure
+from flurka.bench.report import (
+    FLURKA,
+    Claim,
+    ResultsLog,
+    claim_for,
+    estimate_seconds,
+    plt_agg,
+    results_path,
+    speedup_over,
+    write_figure,
+)
 from flurka.bench.timing import bench_device
 
 HEAD_DIMS = [64, 128]
@@ -87,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     est = estimate_seconds(FLOPS[name](layer_shape(name, n, dh * heads, heads, d_k)) * (3 if mode == "fwd_bwd" else 1)
                            for dh, n, mode, name in jobs)  # fmt: skip
     print(f"{len(jobs)} layers to time; estimated ~{est / 60:.1f} min on an H100", flush=True)
-    rows = []
+    rows = ResultsLog(results_path(args.out))  # rewritten after every point: a run cut short keeps them
     for dh, n, mode, name in jobs:
         row = measure(name, n, mode, device, (dh * heads, heads, d_k))
         if name in ("flash", "full"):

@@ -44,10 +44,10 @@ def _time_modes(fwd, inputs: list[torch.Tensor], modes) -> dict[str, float]:
     return out
 
 
-def bench_lightning(ns, *, B: int, H: int, D: int, modes, impls) -> list[dict[str, Any]]:
+def bench_lightning(ns, *, B: int, H: int, D: int, modes, impls, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append a row per (N, impl, mode) to `rows` (a `ResultsLog` writes each as it comes)."""
     from flurka.ops.linear import linear_attention
 
-    rows: list[dict[str, Any]] = []
     decay = alibi_decay(H)
     for N in ns:
         for impl in impls:
@@ -90,10 +90,10 @@ def bench_lightning(ns, *, B: int, H: int, D: int, modes, impls) -> list[dict[st
     return rows
 
 
-def bench_noncausal(nqs, *, B: int, H: int, D: int, Nk: int, modes) -> list[dict[str, Any]]:
+def bench_noncausal(nqs, *, B: int, H: int, D: int, Nk: int, modes, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Append a row per (Nq, impl, mode) to `rows` (a `ResultsLog` writes each as it comes)."""
     from flurka.ops.linear.triton_linear import linear_attention_triton
 
-    rows: list[dict[str, Any]] = []
     for Nq in nqs:
         q = torch.rand(B, Nq, H, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
         k = torch.rand(B, Nk, H, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
@@ -156,15 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("the Lightning benchmark times GPU kernels; no CUDA device here")
-    from flurka.results.provenance import provenance, write_results
+    from flurka.bench.report import ResultsLog
+    from flurka.results.provenance import provenance
 
     prov = provenance()
     print({k: prov[k] for k in ("gpu", "torch", "triton", "cuda", "commit")})
     out = Path(args.out)
     ns = args.ns or [512 * 2**i for i in range(5 if args.quick else 8)]
     modes = ("fwd", "fwd_bwd") if args.quick else MODES
-    rows = bench_lightning(ns, B=args.B, H=args.H, D=args.D, modes=modes, impls=args.impls)
-    write_results(out / "lightning.json", rows)
+    rows = ResultsLog(out / "lightning.json")  # rewritten after every point: a run cut short keeps them
+    bench_lightning(ns, B=args.B, H=args.H, D=args.D, modes=modes, impls=args.impls, rows=rows)
+    rows.finish()
     plot(rows, out / "lightning.png")
     lin = [r for r in rows if r["variant"] == "lightning" and r["impl"] == "triton"]
     for mode in modes:
@@ -174,8 +176,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{mode}: tokens/s spread over N ≥ 2k = {100 * spread:.1f}% (target ≤ 15%)")
     if args.noncausal:
         nqs = [7050 + 3000 * i for i in range(0, 17, 8 if args.quick else 2)]
-        nc = bench_noncausal(nqs, B=1, H=8, D=325, Nk=1500, modes=("fwd", "fwd_bwd"))
-        write_results(out / "linear_noncausal.json", nc)
+        nc = ResultsLog(out / "linear_noncausal.json")
+        bench_noncausal(nqs, B=1, H=8, D=325, Nk=1500, modes=("fwd", "fwd_bwd"), rows=nc)
+        nc.finish()
 
 
 if __name__ == "__main__":

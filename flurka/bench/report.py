@@ -2,6 +2,7 @@
 
 `results/flurka_speed/<figure>/`: `results.json` (provenance + rows, `write_results`), `results.csv` (the same
 rows, flat), `results.png` and `table.md` (the paper's claim beside our number, and whether we reach it).
+Every speed suite keeps its rows in a `ResultsLog`, which rewrites the JSON after each measured point (issue 21).
 Also the speedup arithmetic the figures share: a FLuRKA row against its low-rank constituent (Linformer), its
 kernel constituent, full attention and flash, matched on the shape keys, from measured ms or from FLOPs.
 """
@@ -35,6 +36,39 @@ BASELINES: dict[str, Callable[[str], str]] = {
     "full": lambda _: "full",
     "flash": lambda _: "flash",
 }
+
+
+class ResultsLog(list):
+    """A sweep's rows that follow themselves to disk: each `append` / `extend` / `+=` rewrites the results JSON
+    (atomically, `write_results`) marked `"complete": false`, and `finish()` marks it complete. So a run cut
+    short (killed by a timeout, interrupted, a crash) leaves valid JSON holding every point it measured, and a
+    reader tells a finished sweep from a partial one (issue 21). The JSON is written at once, empty, so a run
+    that dies before its first point does not leave an older run's file looking like this one's result."""
+
+    def __init__(self, path: str | Path, **extra: Any) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.extra = extra  # top-level keys beside provenance and rows (what the sweep is, not a measurement)
+        self.write()
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        self.write()
+
+    def extend(self, rows: Iterable[dict]) -> None:
+        super().extend(rows)
+        self.write()
+
+    def __iadd__(self, rows: Iterable[dict]) -> ResultsLog:  # type: ignore[override, misc]
+        self.extend(rows)
+        return self
+
+    def write(self, *, complete: bool = False) -> Path:
+        return write_results(self.path, list(self), complete=complete, **self.extra)
+
+    def finish(self) -> Path:
+        """The sweep ended: the same rows, marked complete."""
+        return self.write(complete=True)
 
 
 def results_path(out: str | Path) -> Path:
@@ -194,8 +228,9 @@ def write_figure(
     dry_run: bool = False,
     notes: list[str] | None = None,
 ) -> dict[str, Path]:
-    """Write results.json (with provenance), results.csv, results.png and table.md for one figure."""
-    json_path = write_results(results_path(out), rows)
+    """Write results.json (with provenance, marked complete: the sweep is over), results.csv, results.png and
+    table.md for one figure."""
+    json_path = write_results(results_path(out), list(rows), complete=True)
     paths = {"json": json_path, "csv": write_csv(json_path.with_suffix(".csv"), rows)}
     paths["png"] = json_path.with_suffix(".png")
     plot(rows, paths["png"])

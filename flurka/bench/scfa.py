@@ -51,12 +51,12 @@ def _row(variant: str, impl: str, N: int, ms: float, **extra: object) -> dict:
     return row
 
 
-def measure(N: int, nbs: tuple, drops: tuple, warmup: int, rep: int) -> list[dict]:
+def measure(N: int, nbs: tuple, drops: tuple, warmup: int, rep: int, rows: list[dict]) -> list[dict]:
+    """Append every row at length N to `rows` (a `ResultsLog` writes each as it comes)."""
     from flurka.ops.flash import flash_attention
     from flurka.ops.scfa import hash_buckets, random_rotations, scfa_hash, scfa_qk
     from flurka.ops.scfa.ops import make_plan, sparse_attention
 
-    rows = []
     q, k, v = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     do = torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16)
     leaves = [q, k, v]
@@ -129,17 +129,17 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("scfa benchmark: needs a CUDA GPU")
-    from flurka.results.provenance import write_results
+    from flurka.bench.report import ResultsLog
 
     t0 = time.time()
     if args.quick:
         Ns, nbs, drops, warmup, rep = [4096, 16384, 32768], (8, 64), (0.5, 0.8), 10, 40
     else:
         Ns, nbs, drops, warmup, rep = [512 * 2**i for i in range(7)], NBS, DROPS, 25, 100
-    rows: list[dict] = []
+    rows = ResultsLog(args.out)  # rewritten after every point: a run cut short keeps what it measured
     for N in Ns:
-        rows += measure(N, nbs, drops, warmup, rep)
-    out = write_results(args.out, rows)
+        measure(N, nbs, drops, warmup, rep, rows)
+    out = rows.finish()
     plot(rows, out.with_suffix(".png"))
     for N in (16384, 32768):
         base = {r["impl"]: r["ms"] for r in rows if r["variant"] == "flash" and r["N"] == N}

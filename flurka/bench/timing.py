@@ -6,6 +6,7 @@ by the caller outside the timed function. Benchmarks are scripts that print and 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -28,6 +29,38 @@ def fwd_bwd_fn(fwd: Callable[[], torch.Tensor], grad: torch.Tensor | None = None
         out.backward(grad if grad is not None else torch.ones_like(out))
 
     return run
+
+
+def step_times_ms(
+    step: Callable[[], object], device: torch.device, *, warmup: int, steps: int, max_seconds: float | None = None
+) -> list[float]:
+    """Milliseconds of each of `steps` calls of `step()`, after `warmup` untimed calls (compiles, autotuning,
+    the allocator's first growth). For a training step, where `bench_ms` does not fit: every call mutates the
+    model and optimizer, so the sweep wants a fixed, small number of them, and a slow variant must not run for
+    minutes (`max_seconds` stops the timed calls early, keeping at least one). On a GPU each call is bracketed
+    by CUDA events and synchronised; on the CPU (dry runs) a wall clock times it, which is not a result."""
+    for _ in range(warmup):
+        step()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    times: list[float] = []
+    start_all = time.perf_counter()
+    for _ in range(steps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1e3)
+        if max_seconds is not None and time.perf_counter() - start_all > max_seconds:
+            break
+    return times
 
 
 def peak_memory_mib(fn: Callable[[], object]) -> float:
