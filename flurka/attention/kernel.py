@@ -3,8 +3,8 @@ cosFormer, identity features).
 
 softmax(QKᵀ)V is replaced by φ(Q)(φ(K)ᵀV) / φ(Q)(φ(K)ᵀ1), linear in the sequence length. The core runs in
 `flurka.ops.linear.linear_attention` (Triton on a GPU, chunked PyTorch elsewhere). The causal Performer runs
-`causal_kernel_attention`, which stabilises exp(·) with a running max so that no future key can change a
-past output, not even through floating-point underflow.
+`causal_kernel_attention_reference` (the log-space path), which stabilises exp(·) with a running max so that
+no future key can change a past output, not even through floating-point underflow.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from flurka.attention.base import Attention
-from flurka.attention.causal_kernel import causal_kernel_attention
+from flurka.attention.causal_kernel_reference import causal_kernel_attention_reference
 from flurka.ops.features import (
     FEATURE_MAPS,
     cosformer_features,
@@ -152,7 +152,7 @@ class PerformerAttention(Attention):
                 s_log = favor_exponent(sk.reshape(B, C * R, H, D) * scale, self.projection).view(
                     B, C, R, H, self.n_features
                 )
-            out = causal_kernel_attention(
+            out = causal_kernel_attention_reference(
                 favor_exponent(q, self.projection),  # log-features: stabilised against the keys inside
                 favor_exponent(k, self.projection),
                 v,
