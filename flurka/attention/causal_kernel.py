@@ -17,10 +17,11 @@ elsewhere the chunked PyTorch path. Without summaries (the causal Performer) the
 causal call over the whole sequence.
 
 Features come in already mapped (non-negative) and are used as they are: elu+1 is finite everywhere, so
-FLuRKA-RNN needs no stabiliser. Features that do (FAVOR+'s exp) may be scaled per query, which cancels
-between numerator and denominator; `eps` may then be given per query, in the scaled units, so that the
-normaliser keeps its meaning. A stabiliser shared by keys must not depend on the data, or a future key could
-change how past ones round (the causal Performer therefore still runs the log-space reference).
+FLuRKA-RNN needs no stabiliser; causal FAVOR+ (`flurka.ops.features.favor_plus_causal_features`) shifts its
+keys by a data-independent constant, so that no key (in particular no future key) changes how another rounds,
+and its queries by their own max, a per-query factor that cancels between numerator and denominator. `eps`
+may then be given per query, in the scaled units, so that the normaliser keeps its meaning
+(`flurka.attention.kernel.favor_causal_eps`).
 
 The previous log-space implementation is `causal_kernel_reference.causal_kernel_attention_reference`, the fp64
 reference of the tests.
@@ -34,6 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from flurka.ops.linear import linear_attention
+
+#: the smallest denominator divided by with a per-query `query_scale` (see `_attend`)
+DENOMINATOR_FLOOR = 1e-30
 
 
 def fold_chunks(t: torch.Tensor, chunk: int, fill: float = 0.0) -> torch.Tensor:
@@ -73,15 +77,21 @@ def causal_kernel_attention(
     summary_phi: torch.Tensor | None = None,
     summary_v: torch.Tensor | None = None,
     key_keep: torch.Tensor | None = None,
-    eps: float | torch.Tensor = 1e-6,
+    eps: float = 1e-6,
+    query_scale: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Normalised causal kernel attention with optional chunk summaries; returns [B, N, H, Dv] in v.dtype.
 
     phi_q, phi_k: [B, N, H, M] non-negative features; v: [B, N, H, Dv]; summaries [B, C, R, H, M] and
     [B, C, R, H, Dv] with C = ceil(N / chunk_size). `key_keep` ([B, N] bool, True = real token) drops padded
-    keys (their features and values become 0); summaries are the caller's business. `eps` is a float, or a
-    [B, N, H] tensor of per-query values in the units of phi_q · phi_k. A query that sees no key gives 0.
+    keys (their features and values become 0); summaries are the caller's business.
+
+    Normaliser: without `query_scale`, the op's plain den + eps. With it ([B, N, H]: phi_q has been
+    multiplied by it, a per-query stabiliser), den + eps·min(query_scale, den) in the scaled units, i.e.
+    den + eps·min(1, den) in the unscaled ones: the plain eps while the denominator is ≥ 1, a relative one
+    (a factor 1 + eps) below it, so that a denominator of tiny products is never swamped by eps; and at least
+    `DENOMINATOR_FLOOR` in the scaled units. A query that sees no key (den = 0, hence num = 0) gives 0.
     """
     B, N, H, _ = phi_q.shape
     if N == 0:  # an empty sequence has an empty output (and nothing to fold)
@@ -90,9 +100,8 @@ def causal_kernel_attention(
         keep = key_keep[:, :, None, None]
         phi_k, v = phi_k.masked_fill(~keep, 0.0), v.masked_fill(~keep, 0.0)
     phi_q, phi_k = phi_q.to(v.dtype), phi_k.to(v.dtype)  # the op takes one dtype and computes in fp32 (or fp64)
-    per_query_eps = isinstance(eps, torch.Tensor)
     if summary_phi is None:
-        return _attend(phi_q, phi_k, v, None, eps, backend)
+        return _attend(phi_q, phi_k, v, None, eps, query_scale, backend)
 
     n_chunks = math.ceil(N / chunk_size)
     if summary_v is None or summary_phi.shape[1] != n_chunks:
@@ -100,11 +109,11 @@ def causal_kernel_attention(
     s0 = chunk_entry_states(summary_phi, summary_v)
     # The padded tail of the last chunk: zero keys and values add nothing. Its queries are cut off, but their
     # 0/(0 + eps) must stay finite even for eps = 0, or the backward spreads NaN (as 0·NaN) into every key:
-    # ones as their features and eps see the chunk's first (real) key, or at worst give 0/1.
+    # ones as their features see the chunk's first (real) key, or at worst give 0/1.
     fq = fold_chunks(phi_q, chunk_size, fill=1.0)
     fk, fv = fold_chunks(phi_k, chunk_size), fold_chunks(v, chunk_size)
-    folded_eps = fold_chunks(eps, chunk_size, fill=1.0) if per_query_eps else eps
-    out = _attend(fq, fk, fv, s0, folded_eps, backend)
+    fscale = None if query_scale is None else fold_chunks(query_scale, chunk_size, fill=1.0)
+    out = _attend(fq, fk, fv, s0, eps, fscale, backend)
     return unfold_chunks(out, B, N)
 
 
@@ -113,12 +122,13 @@ def _attend(
     phi_k: torch.Tensor,
     v: torch.Tensor,
     initial_state: torch.Tensor | None,
-    eps: float | torch.Tensor,
+    eps: float,
+    query_scale: torch.Tensor | None,
     backend: str,
 ) -> torch.Tensor:
-    """One causal call of the op. A per-query eps does not fit the op's scalar one, so then the op runs
-    without its normaliser on [v, 1] (its last output column is the denominator) and the division is here."""
-    if not isinstance(eps, torch.Tensor):
+    """One causal call of the op. The per-query normaliser does not fit the op's scalar eps, so then the op
+    runs without its normaliser on [v, 1] (its last output column is the denominator) and divides here."""
+    if query_scale is None:
         out, _ = linear_attention(phi_q, phi_k, v, causal=True, initial_state=initial_state, eps=eps, backend=backend)
         return out
     v_aug = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
@@ -126,4 +136,12 @@ def _attend(
         phi_q, phi_k, v_aug, causal=True, normalize=False, initial_state=initial_state, backend=backend
     )
     o_aug = o_aug.to(torch.promote_types(o_aug.dtype, torch.float32))  # divide in fp32, as the op does
-    return (o_aug[..., :-1] / (o_aug[..., -1:] + eps[..., None].to(o_aug.dtype))).to(v.dtype)
+    num, den = o_aug[..., :-1], o_aug[..., -1]
+    # eps·min(scale, den) is a size, not a path to train through (as the op's constant eps)
+    guard = eps * torch.minimum(query_scale.to(den.dtype), den).detach()
+    # The floor: den = 0 means num = 0 (every product is 0), so the output is 0, not NaN; and the backward's
+    # 1/den stays ≤ 1/floor, which keeps inf (and then inf·0 = NaN at underflowed features) out of the gradients
+    # when products sit near the bottom of the fp32/bf16 range (scaled queries' largest feature is ~1, so a
+    # denominator below the floor means every product is below e^-69).
+    safe = (den + guard).clamp(min=DENOMINATOR_FLOOR)
+    return (num / safe[..., None]).to(v.dtype)

@@ -1,7 +1,7 @@
 """The previous causal kernel attention (log-space features, running-max stabiliser, a Python loop over
 chunks), kept as the fp64 reference that `flurka.attention.causal_kernel.causal_kernel_attention` is tested
-against. It builds [B, C, L, L, H] fp32 temporaries; the causal Performer and FLuRKA-Performer still run it
-(their FAVOR+ keys need its running-max stabiliser), FLuRKA-RNN no longer does.
+against. Not on any training path: it builds [B, C, L, L, H] fp32 temporaries and loops over chunks in Python.
+Unlike the fixed key shift of the new FAVOR+ path it stays exact at any input scale (see the tests).
 
 What it computes (its original description):
 

@@ -11,7 +11,13 @@ from flurka.attention import build_attention
 from flurka.attention.causal_kernel import causal_kernel_attention, chunk_entry_states, fold_chunks
 from flurka.attention.causal_kernel_reference import causal_kernel_attention_reference
 from flurka.ops._backend import triton_can_run
-from flurka.ops.features import elu_plus_one, log_elu_plus_one
+from flurka.ops.features import (
+    elu_plus_one,
+    favor_exponent,
+    favor_plus_causal_features,
+    log_elu_plus_one,
+    orthogonal_gaussian_projection,
+)
 from flurka.ops.testing import assert_rel_close
 from tests.attention.conftest import make
 
@@ -39,18 +45,29 @@ def _keep(n: int) -> torch.Tensor:
     return keep
 
 
-def _new(q, k, v, sk, sv, *, chunk, keep=None, eps=0.0, backend="torch"):
+def _new(q, k, v, sk, sv, *, chunk, keep=None, eps=0.0, backend="torch", favor=None):
+    """`favor`: a FAVOR+ projection [M, D] (causal FAVOR+ features, per-query stabilised); None: elu+1."""
+    if favor is None:
+        fq, fk, fs, scale = elu_plus_one(q), elu_plus_one(k), elu_plus_one(sk), None
+    else:
+        (fq, a), (fk, _) = (favor_plus_causal_features(t, favor, is_query=isq) for t, isq in ((q, True), (k, False)))
+        fs = favor_plus_causal_features(sk.flatten(1, 2), favor, is_query=False)[0].view(*sk.shape[:-1], -1)
+        scale = torch.exp(-a)
     return causal_kernel_attention(
-        elu_plus_one(q), elu_plus_one(k), v, chunk_size=chunk, summary_phi=elu_plus_one(sk), summary_v=sv,
-        key_keep=keep, eps=eps, backend=backend,
+        fq, fk, v, chunk_size=chunk, summary_phi=fs, summary_v=sv, key_keep=keep, eps=eps, query_scale=scale,
+        backend=backend,
     )  # fmt: skip
 
 
-def _reference(q, k, v, sk, sv, *, chunk, keep=None, eps=0.0):
+def _reference(q, k, v, sk, sv, *, chunk, keep=None, eps=0.0, favor=None):
+    if favor is None:
+        lq, lk, ls = log_elu_plus_one(q), log_elu_plus_one(k), log_elu_plus_one(sk)
+    else:
+        lq, lk = favor_exponent(q, favor), favor_exponent(k, favor)
+        ls = favor_exponent(sk.flatten(1, 2), favor).view(*sk.shape[:-1], -1)
     return causal_kernel_attention_reference(
-        log_elu_plus_one(q), log_elu_plus_one(k), v, chunk_size=chunk, summary_logfeat=log_elu_plus_one(sk),
-        summary_v=sv, key_keep=keep, eps=eps,
-    )  # fmt: skip
+        lq, lk, v, chunk_size=chunk, summary_logfeat=ls, summary_v=sv, key_keep=keep, eps=eps
+    )
 
 
 def _outputs_and_grads(fn, ins, w):
@@ -61,21 +78,40 @@ def _outputs_and_grads(fn, ins, w):
 NAMES = ["output", "dq", "dk", "dv", "d summary k", "d summary v"]
 
 
+def _favor_projection(m: int = 8) -> torch.Tensor:
+    return orthogonal_gaussian_projection(m, D, generator=torch.Generator().manual_seed(3)).double()
+
+
 @pytest.mark.parametrize("n,chunk,rows", SHAPES)
 @pytest.mark.parametrize("padded", [False, True])
-def test_matches_the_logspace_reference_fp64(n, chunk, rows, padded):
-    """Without eps both compute the exact normalised kernel sum: they must agree to rounding, gradients too."""
+@pytest.mark.parametrize("features", ["elu", "favor"])
+def test_matches_the_logspace_reference_fp64(n, chunk, rows, padded, features):
+    """Without eps both compute the exact normalised kernel sum: they must agree to rounding, gradients too
+    (FAVOR+: the data-independent key shift and the per-query stabiliser cancel exactly)."""
     ins = _inputs(n, chunk, rows)
     keep = _keep(n) if padded and n > 2 else None
+    favor = _favor_projection() if features == "favor" else None
     w = torch.randn(2, n, H, D, dtype=torch.float64)
-    got = _outputs_and_grads(lambda *t: _new(*t, chunk=chunk, keep=keep), ins, w)
-    want = _outputs_and_grads(lambda *t: _reference(*t, chunk=chunk, keep=keep), ins, w)
+    got = _outputs_and_grads(lambda *t: _new(*t, chunk=chunk, keep=keep, favor=favor), ins, w)
+    want = _outputs_and_grads(lambda *t: _reference(*t, chunk=chunk, keep=keep, favor=favor), ins, w)
     for name, a, e in zip(NAMES, got, want, strict=True):
         if name.startswith("d summary") and -(-n // chunk) == 1:
             assert a.abs().max() == 0 and e.abs().max() == 0, name  # one chunk: no query sees a summary
             continue
         # relative, or absolute where the exact value is 0 (N = 1: the output is v, dq = dk = 0 up to rounding)
         assert (a - e).norm() <= 1e-10 * max(e.norm().item(), 1.0), name
+
+
+def _explicit(phi_q, phi_k, v, phi_s, sv, chunk):
+    """Numerator [B, N, H, Dv] and denominator [B, N, H], spelled out: own chunk up to t + earlier summaries."""
+    n = phi_q.shape[1]
+    chunk_of = torch.arange(n) // chunk
+    own = (chunk_of[:, None] == chunk_of[None, :]) & (torch.arange(n)[None, :] <= torch.arange(n)[:, None])
+    a_own = torch.einsum("bthm,bjhm->bhtj", phi_q, phi_k) * own
+    seen = torch.arange(phi_s.shape[1])[None, :] < chunk_of[:, None]  # [N, C]
+    a_sum = torch.einsum("bthm,bcrhm->bhtcr", phi_q, phi_s) * seen[None, None, :, :, None]
+    num = torch.einsum("bhtj,bjhd->bthd", a_own, v) + torch.einsum("bhtcr,bcrhd->bthd", a_sum, sv)
+    return num, (a_own.sum(-1) + a_sum.sum((-1, -2))).transpose(1, 2)
 
 
 def test_default_eps_is_the_plain_normaliser():
@@ -87,34 +123,31 @@ def test_default_eps_is_the_plain_normaliser():
     with torch.no_grad():
         got = _new(q, k, v, sk, sv, chunk=chunk, eps=1e-6)
         want = _reference(q, k, v, sk, sv, chunk=chunk, eps=1e-6)
-        # the plain normaliser, spelled out: summaries of earlier chunks + own chunk up to t
-        phi_q, phi_k, phi_s = elu_plus_one(q), elu_plus_one(k), elu_plus_one(sk)
-        chunk_of = torch.arange(n) // chunk
-        own = (chunk_of[:, None] == chunk_of[None, :]) & (torch.arange(n)[None, :] <= torch.arange(n)[:, None])
-        a_own = torch.einsum("bthm,bjhm->bhtj", phi_q, phi_k) * own
-        seen = torch.arange(phi_s.shape[1])[None, :] < chunk_of[:, None]  # [N, C]
-        a_sum = torch.einsum("bthm,bcrhm->bhtcr", phi_q, phi_s) * seen[None, None, :, :, None]
-        num = torch.einsum("bhtj,bjhd->bthd", a_own, v) + torch.einsum("bhtcr,bcrhd->bthd", a_sum, sv)
-        den = a_own.sum(-1) + a_sum.sum((-1, -2))
-        plain = num / (den.transpose(1, 2)[..., None] + 1e-6)
+        num, den = _explicit(elu_plus_one(q), elu_plus_one(k), v, elu_plus_one(sk), sv, chunk)
+        plain = num / (den[..., None] + 1e-6)
     assert_rel_close(got, plain, 1e-12, "plain normaliser")
     assert_rel_close(got, want, 1e-6, "reference")
 
 
 @pytest.mark.parametrize("n,chunk", [(13, 4), (1, 4)])
-def test_per_query_eps_equals_the_scalar_eps(n, chunk):
-    """A [B, N, H] eps tensor (the op then runs without its normaliser, the division is ours) gives what the
-    scalar eps gives when all its entries are equal; and scaling a query together with its eps changes
-    nothing (the property a per-query stabiliser relies on)."""
+def test_query_scale_normaliser(n, chunk):
+    """With `query_scale` (queries scaled by it) the normaliser is den + eps·min(1, den) in unscaled units: the
+    plain eps for den ≥ 1, a relative one below. Scaling a query together with its query_scale changes
+    nothing (what a per-query stabiliser relies on), and a query that sees nothing gives 0, not NaN."""
     q, k, v, sk, sv = _inputs(n, chunk, 2)
-    eps = torch.full((2, n, H), 1e-3, dtype=torch.float64)
-    assert_rel_close(_new(q, k, v, sk, sv, chunk=chunk, eps=eps), _new(q, k, v, sk, sv, chunk=chunk, eps=1e-3), 1e-13)
+    phi_q, phi_k, phi_s = elu_plus_one(q), elu_plus_one(k), elu_plus_one(sk)
+    phi_q = phi_q * torch.rand(2, n, H, 1, dtype=torch.float64) ** 4  # some denominators below 1
+    kw = dict(chunk_size=chunk, summary_phi=phi_s, summary_v=sv, backend="torch", eps=0.1)
+    ones = torch.ones(2, n, H, dtype=torch.float64)
+    got = causal_kernel_attention(phi_q, phi_k, v, query_scale=ones, **kw)
+    num, den = _explicit(phi_q, phi_k, v, phi_s, sv, chunk)
+    assert n == 1 or ((den < 1).any() and (den > 1).any())  # both regimes of the normaliser
+    assert_rel_close(got, num / (den + 0.1 * den.clamp(max=1.0))[..., None], 1e-12, "normaliser")
     scale = torch.rand(2, n, H, dtype=torch.float64) + 0.5
-    phi_q = elu_plus_one(q)
-    kw = dict(chunk_size=chunk, summary_phi=elu_plus_one(sk), summary_v=sv, backend="torch")
-    base = causal_kernel_attention(phi_q, elu_plus_one(k), v, eps=eps, **kw)
-    scaled = causal_kernel_attention(phi_q * scale[..., None], elu_plus_one(k), v, eps=eps * scale, **kw)
-    assert_rel_close(scaled, base, 1e-13, "scaled query")
+    scaled = causal_kernel_attention(phi_q * scale[..., None], phi_k, v, query_scale=scale, **kw)
+    assert_rel_close(scaled, got, 1e-13, "scaled query")
+    nothing = causal_kernel_attention(phi_q, phi_k * 0, v, query_scale=ones, **{**kw, "summary_phi": phi_s * 0})
+    assert torch.equal(nothing, torch.zeros_like(nothing))
 
 
 def test_summaries_equal_to_the_keys_give_plain_causal_kernel_attention():
@@ -201,8 +234,8 @@ needs_triton = pytest.mark.skipif(
 
 @pytest.mark.interpret
 @needs_triton
-@pytest.mark.parametrize("n,chunk,per_query_eps", [(40, 16, False), (40, 16, True), (9, 16, False)])
-def test_triton_path_matches_the_torch_path(n, chunk, per_query_eps):
+@pytest.mark.parametrize("n,chunk,favor", [(40, 16, False), (40, 16, True), (9, 16, False)])
+def test_triton_path_matches_the_torch_path(n, chunk, favor):
     """fp32, outputs and gradients of q, k, v and the summaries (these reach the output only through the op's
     initial_state, so this checks the Triton backward's initial-state gradient too)."""
     torch.manual_seed(0)
@@ -211,10 +244,10 @@ def test_triton_path_matches_the_torch_path(n, chunk, per_query_eps):
     ins = [(torch.randn(s) * 0.5).to(DEV).requires_grad_() for s in shapes]
     keep = torch.ones(1, n, dtype=torch.bool, device=DEV)
     keep[0, 5:7] = False
-    eps = torch.rand(1, n, H, device=DEV) * 1e-3 + 1e-6 if per_query_eps else 1e-6
+    proj = orthogonal_gaussian_projection(16, dk, generator=torch.Generator().manual_seed(3)).to(DEV) if favor else None
     w = torch.randn(1, n, H, dk, device=DEV)
     results = [
-        _outputs_and_grads(lambda *t, b=b: _new(*t, chunk=chunk, keep=keep, eps=eps, backend=b), ins, w)
+        _outputs_and_grads(lambda *t, b=b: _new(*t, chunk=chunk, keep=keep, eps=1e-6, backend=b, favor=proj), ins, w)
         for b in ("torch", "triton")
     ]
     for name, got, want in zip(NAMES, results[1], results[0], strict=True):
@@ -223,9 +256,10 @@ def test_triton_path_matches_the_torch_path(n, chunk, per_query_eps):
 
 @pytest.mark.interpret
 @needs_triton
-def test_triton_flurka_rnn_module_has_no_future_leak():
+@pytest.mark.parametrize("name", ["flurka_rnn", "flurka_performer", "performer"])
+def test_triton_module_has_no_future_leak(name):
     torch.manual_seed(0)
-    m = build_attention("flurka_rnn", 32, 2, causal=True, max_len=48, backend="triton", chunk_size=16).to(DEV)
+    m = build_attention(name, 32, 2, causal=True, max_len=48, backend="triton", chunk_size=16).to(DEV)
     x = torch.randn(1, 40, 32, device=DEV)
     y = x.clone()
     y[:, 21:] = torch.randn(1, 19, 32, device=DEV) * 50.0
