@@ -1,24 +1,30 @@
-"""Causal kernel attention with log-space key features: causal-safe stabilisation, and chunk summaries.
+"""Causal kernel attention with chunk summaries, on the causal linear-attention op (`flurka.ops.linear`).
 
-Two things need this beyond the plain causal linear-attention op (`flurka.ops.linear`):
+Causal FLuRKA lets query t of chunk c = t // chunk_size see (1) the keys j ≤ t of its own chunk, exactly,
+through the kernel φ, and (2) the *summary rows* of every completed earlier chunk c' < c (a learned
+downsampling of that chunk, feature-mapped like keys). With summaries = the chunks' own keys this is plain
+causal kernel attention. Both parts are one call of the linear-attention op:
 
-1. FAVOR+ keys are exp(·) of unbounded exponents. A stabiliser shared by all keys (a max over the sequence)
-   cancels mathematically, but lets a large *future* key underflow every past feature — a causal leak in
-   floating point. Here each query t uses the running max M_t over the keys it can see: past keys are
-   scaled by exp(e_j − M_t) ≤ 1 and the state is rescaled as M grows, exactly like the online softmax. The
-   result equals num/(den + eps) of the unstabilised features exactly, except that eps is capped at 1e-6 of
-   the query's largest term, so very large inputs never collapse to 0; a query that sees only padding gives 0.
-   Queries are shifted against the largest key feature they can see (`_query_shift`), so the largest term of
-   every query is exp(0) and never underflows.
+1. Fold the chunks into the batch: [B, N, H, ·] → pad N to C·L → [B·C, L, H, ·]. Causal attention inside each
+   folded row is part (1).
+2. Per chunk, the summary state S_c = Σ_r φ(s_c,r) ⊗ [v_c,r, 1] ([B, C, H, M, Dv + 1], the normaliser as the
+   last column, the op's state layout). Its exclusive prefix sum over c is the state every query of chunk c
+   starts from: part (2), passed as the op's `initial_state`.
+3. One `linear_attention(φq, φk, v, causal=True, initial_state=…)` gives every output; unfold and cut to N.
 
-2. Causal FLuRKA lets a query see, besides the keys of its own chunk, a few *summary rows* per completed past
-   chunk (a learned downsampling of that chunk). With summaries = the chunks' own keys this is plain causal
-   kernel attention.
+On CUDA the op is the Triton kernel (its backward returns the initial state's gradient, so the summaries train);
+elsewhere the chunked PyTorch path. Without summaries (the causal Performer) there is nothing to fold: one
+causal call over the whole sequence.
 
-Query t in chunk c = t // chunk_size attends to keys j of chunk c with j ≤ t, and to the summary rows of every
-chunk c' < c. Shapes: queries [B, N, H, M] (non-negative features), key log-features [B, N, H, M], values
-[B, N, H, Dv], summaries [B, C, R, H, M] and [B, C, R, H, Dv] with C = ceil(N / chunk_size).
-Cost: O(N·chunk·(M + Dv) + C·R·M·Dv) per head; memory holds one [M, Dv] state per chunk.
+Features come in already mapped (non-negative) and are used as they are: elu+1 is finite everywhere, so
+FLuRKA-RNN needs no stabiliser; causal FAVOR+ (`flurka.ops.features.favor_plus_causal_features`) shifts its
+keys by a data-independent constant, so that no key (in particular no future key) changes how another rounds,
+and its queries by their own max, a per-query factor that cancels between numerator and denominator. `eps`
+may then be given per query, in the scaled units, so that the normaliser keeps its meaning
+(`flurka.attention.kernel.favor_causal_eps`).
+
+The previous log-space implementation is `causal_kernel_reference.causal_kernel_attention_reference`, the fp64
+reference of the tests.
 """
 
 from __future__ import annotations
@@ -28,129 +34,114 @@ import math
 import torch
 import torch.nn.functional as F
 
-NEG_INF = float("-inf")
+from flurka.ops.linear import linear_attention
+
+#: the smallest denominator divided by with a per-query `query_scale` (see `_attend`)
+DENOMINATOR_FLOOR = 1e-30
 
 
-def _exp_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """exp(a − b) with exp(−inf − anything) = 0 (never NaN from −inf − (−inf))."""
-    return torch.where(torch.isneginf(a), torch.zeros_like(a), torch.exp(a - torch.where(torch.isneginf(b), 0.0, b)))
-
-
-def _chunk(t: torch.Tensor, n_chunks: int, chunk: int, fill: float) -> torch.Tensor:
-    pad = n_chunks * chunk - t.shape[1]
+def fold_chunks(t: torch.Tensor, chunk: int, fill: float = 0.0) -> torch.Tensor:
+    """[B, N, ...] → [B·C, chunk, ...] with C = ceil(N / chunk), the tail padded with `fill`."""
+    pad = -t.shape[1] % chunk
     if pad:
-        t = F.pad(t, (0, 0, 0, 0, 0, pad), value=fill)
-    return t.view(t.shape[0], n_chunks, chunk, *t.shape[2:])
+        t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad), value=fill)
+    return t.reshape(-1, chunk, *t.shape[2:])
 
 
-def _exclusive_cummax(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """max over the entries strictly before each index along `dim` (−inf for the first)."""
-    running = torch.cummax(t, dim=dim).values
-    first = torch.full_like(running.narrow(dim, 0, 1), NEG_INF)
-    return torch.cat([first, running.narrow(dim, 0, running.shape[dim] - 1)], dim=dim)
+def unfold_chunks(t: torch.Tensor, batch: int, n: int) -> torch.Tensor:
+    """Inverse of `fold_chunks`: [B·C, chunk, ...] → [B, N, ...] (the padded tail cut off)."""
+    return t.reshape(batch, -1, *t.shape[2:])[:, :n]
 
 
-def _query_shift(q_log: torch.Tensor, visible_max: torch.Tensor, m_t: torch.Tensor) -> torch.Tensor:
-    """a_t such that exp(q_log − a_t) · exp(k_log − M_t) has largest term exactly 1 for query t.
+def chunk_entry_states(summary_phi: torch.Tensor, summary_v: torch.Tensor) -> torch.Tensor:
+    """The state each chunk starts from: Σ over earlier chunks of Σ_r φ(s_r) ⊗ [v_r, 1] → [B·C, H, M, Dv + 1].
 
-    Stabilising queries by their own max and keys by M_t separately fails when the query's large features
-    are not the keys' large ones (large inputs): every product then underflows and the output is exactly 0.
-    With R_t,m the largest key log-feature m query t can see, a_t = max_m(q_log_t,m + R_t,m) − M_t puts the
-    largest product at exp(0) = 1. It cancels between numerator and denominator (so it is detached), and uses
-    only keys t can see, so it is causal. −inf rows (a query that sees only padding) get a_t = 0.
+    An exclusive prefix sum, written as a cumulative sum shifted by one chunk (not cumsum − itself, which
+    would cancel in floating point); the last chunk's summary reaches no query, so it is never summed.
     """
-    c_t = (q_log + visible_max).amax(dim=-1)
-    safe = lambda t: torch.where(torch.isneginf(t), torch.zeros_like(t), t)  # noqa: E731
-    return (safe(c_t) - safe(m_t)).detach()
+    dtype = torch.promote_types(summary_phi.dtype, torch.float32)
+    sv = summary_v.to(dtype)
+    sv = torch.cat([sv, torch.ones_like(sv[..., :1])], dim=-1)  # the normaliser z: the state of a ones column
+    per_chunk = torch.einsum("bcrhm,bcrhd->bchmd", summary_phi.to(dtype), sv)  # [B, C, H, M, Dv + 1]
+    before = torch.cumsum(per_chunk[:, :-1], dim=1)
+    entry = torch.cat([torch.zeros_like(per_chunk[:, :1]), before], dim=1)
+    return entry.flatten(0, 1)
 
 
 def causal_kernel_attention(
-    q_logfeat: torch.Tensor,
-    k_logfeat: torch.Tensor,
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
     v: torch.Tensor,
     *,
     chunk_size: int = 64,
-    summary_logfeat: torch.Tensor | None = None,
+    summary_phi: torch.Tensor | None = None,
     summary_v: torch.Tensor | None = None,
     key_keep: torch.Tensor | None = None,
     eps: float = 1e-6,
+    query_scale: torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
-    """Normalised causal kernel attention, stabilised per query; returns [B, N, H, Dv] in fp32 (or fp64).
+    """Normalised causal kernel attention with optional chunk summaries; returns [B, N, H, Dv] in v.dtype.
 
-    Queries and keys come as log-features (φ = exp of them), so both can be stabilised against each other.
+    phi_q, phi_k: [B, N, H, M] non-negative features; v: [B, N, H, Dv]; summaries [B, C, R, H, M] and
+    [B, C, R, H, Dv] with C = ceil(N / chunk_size). `key_keep` ([B, N] bool, True = real token) drops padded
+    keys (their features and values become 0); summaries are the caller's business.
 
-    `key_keep` ([B, N] bool) drops padded keys (and their own summary rows are then the caller's business).
+    Normaliser: without `query_scale`, the op's plain den + eps. With it ([B, N, H]: phi_q has been
+    multiplied by it, a per-query stabiliser), den + eps·min(query_scale, den) in the scaled units, i.e.
+    den + eps·min(1, den) in the unscaled ones: the plain eps while the denominator is ≥ 1, a relative one
+    (a factor 1 + eps) below it, so that a denominator of tiny products is never swamped by eps; and at least
+    `DENOMINATOR_FLOOR` in the scaled units. A query that sees no key (den = 0, hence num = 0) gives 0.
     """
-    B, N, H, M = q_logfeat.shape
-    dtype = torch.promote_types(q_logfeat.dtype, torch.float32)
-    if N == 0:  # an empty sequence has an empty output (there are no chunks to stack)
-        return v.new_zeros(B, 0, H, v.shape[-1], dtype=dtype)
-    n_chunks = math.ceil(N / chunk_size)
-    q_log = _chunk(q_logfeat.to(dtype), n_chunks, chunk_size, 0.0)  # [B, C, L, H, M]
-    klog = k_logfeat.to(dtype)
+    B, N, H, _ = phi_q.shape
+    if N == 0:  # an empty sequence has an empty output (and nothing to fold)
+        return v.new_zeros(B, 0, H, v.shape[-1])
     if key_keep is not None:
-        klog = klog.masked_fill(~key_keep[:, :, None, None], NEG_INF)
-    klog = _chunk(klog, n_chunks, chunk_size, NEG_INF)
-    vc = _chunk(v.to(dtype), n_chunks, chunk_size, 0.0)  # [B, C, L, H, Dv]
-    if summary_logfeat is None:
-        slog, sv = klog, vc
-    else:
-        if summary_v is None or summary_logfeat.shape[1] != n_chunks:
-            raise ValueError(f"summaries must be given for all {n_chunks} chunks, with their values")
-        slog, sv = summary_logfeat.to(dtype), summary_v.to(dtype)
+        keep = key_keep[:, :, None, None]
+        phi_k, v = phi_k.masked_fill(~keep, 0.0), v.masked_fill(~keep, 0.0)
+    phi_q, phi_k = phi_q.to(v.dtype), phi_k.to(v.dtype)  # the op takes one dtype and computes in fp32 (or fp64)
+    if summary_phi is None:
+        return _attend(phi_q, phi_k, v, None, eps, query_scale, backend)
 
-    # ---- intra-chunk: exact causal kernel attention, each query stabilised by the running max it can see
-    kmax = klog.amax(dim=-1)  # [B, C, L, H], per-token max exponent (−inf for padding)
-    run_max = torch.cummax(kmax, dim=2).values  # causal within the chunk
-    k_hat = _exp_diff(klog, kmax.unsqueeze(-1))  # ≤ 1
+    n_chunks = math.ceil(N / chunk_size)
+    if summary_v is None or summary_phi.shape[1] != n_chunks:
+        raise ValueError(f"summaries must be given for all {n_chunks} chunks, with their values")
+    s0 = chunk_entry_states(summary_phi, summary_v)
+    # The padded tail of the last chunk: zero keys and values add nothing. Its queries are cut off, but their
+    # 0/(0 + eps) must stay finite even for eps = 0, or the backward spreads NaN (as 0·NaN) into every key:
+    # ones as their features see the chunk's first (real) key, or at worst give 0/1.
+    fq = fold_chunks(phi_q, chunk_size, fill=1.0)
+    fk, fv = fold_chunks(phi_k, chunk_size), fold_chunks(v, chunk_size)
+    fscale = None if query_scale is None else fold_chunks(query_scale, chunk_size, fill=1.0)
+    out = _attend(fq, fk, fv, s0, eps, fscale, backend)
+    return unfold_chunks(out, B, N)
 
-    # ---- inter-chunk: states of the summaries of all earlier chunks, each relative to its own max
-    smax = slog.amax(dim=(2, 4))  # [B, C, H]
-    states, norms, prev_max = [], [], []
-    S = torch.zeros(B, H, M, sv.shape[-1], dtype=dtype, device=q_log.device)
-    z = torch.zeros(B, H, M, dtype=dtype, device=q_log.device)
-    m_prev = torch.full((B, H), NEG_INF, dtype=dtype, device=q_log.device)
-    for c in range(n_chunks):
-        states.append(S)
-        norms.append(z)
-        prev_max.append(m_prev)
-        m_new = torch.maximum(m_prev, smax[:, c])
-        decay = _exp_diff(m_prev, m_new)[..., None]
-        w = _exp_diff(slog[:, c], m_new[:, None, :, None])  # [B, R, H, M]
-        S = S * decay[..., None] + torch.einsum("brhm,brhd->bhmd", w, sv[:, c])
-        z = z * decay + w.sum(dim=1)
-        m_prev = m_new
-    S_all = torch.stack(states, dim=1)  # [B, C, H, M, Dv]
-    z_all = torch.stack(norms, dim=1)  # [B, C, H, M]
-    m_before = torch.stack(prev_max, dim=1)  # [B, C, H]
 
-    m_t = torch.maximum(run_max, m_before[:, :, None, :])  # [B, C, L, H]: the max query t can see
-    # per feature: the largest key log-feature query t can see (own chunk up to t, earlier chunks' summaries)
-    visible_max = torch.maximum(
-        torch.cummax(klog, dim=2).values, _exclusive_cummax(slog.amax(dim=2), dim=1)[:, :, None]
-    ).detach()
-    # exponents above 80 would overflow fp32; such a feature's key factor is below exp(−80) of the largest
-    shift = _query_shift(q_log, visible_max, m_t)
-    q = torch.exp((q_log - shift[..., None]).clamp(max=80.0))
-    # intra scores A[t, j] = Σ_m q_t,m exp(klog_j,m − M_t), for j ≤ t in the chunk
-    causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q_log.device).tril()
-    # exp(kmax_j − M_t) through _exp_diff: a query that sees only padding has M_t = −inf, and a plain
-    # difference would be −inf − (−inf) = NaN in the output and in every gradient
-    # (future keys j > t are set to −inf first: exp of their possibly huge excess would be inf, and inf × 0 in
-    # the backward of a later mask is NaN)
-    k_visible = kmax[:, :, None, :, :].masked_fill(~causal[None, None, :, :, None], NEG_INF)
-    scale_tj = _exp_diff(k_visible, m_t[:, :, :, None, :])  # [B, C, Lt, Lj, H]
-    A = torch.einsum("bcthm,bcjhm->bctjh", q, k_hat) * scale_tj
-    num = torch.einsum("bctjh,bcjhd->bcthd", A, vc)
-    den = A.sum(dim=3)  # [B, C, L, H]
-    inter = _exp_diff(m_before[:, :, None, :], m_t)  # [B, C, L, H]
-    num = num + torch.einsum("bcthm,bchmd->bcthd", q, S_all) * inter[..., None]
-    den = den + torch.einsum("bcthm,bchm->bcth", q, z_all) * inter
-    # An eps purely in unstabilised units would dwarf the denominator whenever every key exponent is very
-    # negative (large inputs: exponents of −140 and below), and the output would be exactly 0. M_t and a_t
-    # depend only on keys t can see, so this stays causal.
-    # In unstabilised units eps is eps·exp(−L_t), L_t = M_t + a_t the log of query t's largest term: used as
-    # is while L_t ≥ 0 (the usual case, equal to the plain linear-attention normaliser), capped at eps beyond.
-    log_top = (m_t + shift).masked_fill(torch.isneginf(m_t), 0.0)
-    out = num / (den + eps * torch.exp(-log_top.clamp(min=0.0)))[..., None]
-    return out.reshape(B, n_chunks * chunk_size, H, -1)[:, :N]
+def _attend(
+    phi_q: torch.Tensor,
+    phi_k: torch.Tensor,
+    v: torch.Tensor,
+    initial_state: torch.Tensor | None,
+    eps: float,
+    query_scale: torch.Tensor | None,
+    backend: str,
+) -> torch.Tensor:
+    """One causal call of the op. The per-query normaliser does not fit the op's scalar eps, so then the op
+    runs without its normaliser on [v, 1] (its last output column is the denominator) and divides here."""
+    if query_scale is None:
+        out, _ = linear_attention(phi_q, phi_k, v, causal=True, initial_state=initial_state, eps=eps, backend=backend)
+        return out
+    v_aug = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+    o_aug, _ = linear_attention(
+        phi_q, phi_k, v_aug, causal=True, normalize=False, initial_state=initial_state, backend=backend
+    )
+    o_aug = o_aug.to(torch.promote_types(o_aug.dtype, torch.float32))  # divide in fp32, as the op does
+    num, den = o_aug[..., :-1], o_aug[..., -1]
+    # eps·min(scale, den) is a size, not a path to train through (as the op's constant eps)
+    guard = eps * torch.minimum(query_scale.to(den.dtype), den).detach()
+    # The floor: den = 0 means num = 0 (every product is 0), so the output is 0, not NaN; and the backward's
+    # 1/den stays ≤ 1/floor, which keeps inf (and then inf·0 = NaN at underflowed features) out of the gradients
+    # when products sit near the bottom of the fp32/bf16 range (scaled queries' largest feature is ~1, so a
+    # denominator below the floor means every product is below e^-69).
+    safe = (den + guard).clamp(min=DENOMINATOR_FLOOR)
+    return (num / safe[..., None]).to(v.dtype)

@@ -11,11 +11,15 @@ becomes (E 1)·b after downsampling) and differ only in FLOPs. Per-head E, F nee
 
 Causal (our construction; the paper's E, F mix future tokens into every row). The sequence is cut into chunks
 of `chunk_size` tokens. A query sees (1) the keys of its own chunk up to itself, exactly, through the kernel
-φ, and (2) for every *completed earlier* chunk, `rows_per_chunk` summary rows E_c X_chunk and F_c X_chunk
-(E_c, F_c ∈ R^{rows×chunk}, learned, shared by all chunks), projected and feature-mapped like keys. A summary
-depends only on its own chunk, which lies wholly in the past, so no future token reaches any output (tested
-by perturbing future tokens). With rows_per_chunk = chunk_size and E_c = F_c = I it is exactly the causal
-kernel method. FLuRKA-EVA's summaries feed EVA's chunk summaries instead.
+φ, and (2) for every *completed earlier* chunk, `rows_per_chunk` summary rows E_c K_c and F_c V_c
+(E_c, F_c ∈ R^{rows×chunk}, learned, shared by all chunks), feature-mapped like keys. A summary depends only
+on its own chunk, which lies wholly in the past, so no future token reaches any output (tested by perturbing
+future tokens). With rows_per_chunk = chunk_size and E_c = F_c = I it is exactly the causal kernel method.
+`causal_kernel_attention` runs both parts as one causal linear-attention call (chunks folded into the batch,
+the summaries' prefix sums as initial states). The summaries are taken from the K and V the intra-chunk keys
+need anyway: E_c K_c = (E_c X_c) W_k + (E_c 1) b exactly, so the two downsampling orders are the same
+function here too, and neither re-projects the chunk. FLuRKA-EVA's summaries feed EVA's chunk summaries
+instead.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flurka.attention.causal_kernel import causal_kernel_attention
+from flurka.attention.causal_kernel import causal_kernel_attention, fold_chunks
 from flurka.attention.eva import EVAAttention
 from flurka.attention.kernel import NORMALIZER_EPS, LinearAttention, PerformerAttention, kernel_core_flops
 from flurka.attention.linformer import SequenceDownsampling
-from flurka.ops.features import log_elu_plus_one
+from flurka.ops.features import elu_plus_one
 
 DOWNSAMPLE_ORDERS = ("before_projection", "after_projection")
 
@@ -80,19 +84,17 @@ class FLuRKAMixin:
             out = out + bias.to(out.dtype)
         return self.split_heads(out)
 
-    def _chunk_summaries(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summary keys and values of every chunk: [B, C, rows, H, D] each (causal construction)."""
-        B, N, d = x.shape
+    def _chunk_summaries(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summary keys and values of every chunk, E_c K_c and F_c V_c: [B, C, rows, H, D] each (causal).
+
+        From the projected K and V (E, F are shared across heads, so this equals downsampling X first and
+        projecting, bias included). The last chunk's zero padding stands where X's padding would give the
+        bias; that chunk's summary reaches no query, so the outputs are the same."""
+        B = k.shape[0]
         c = self.flurka_chunk
-        n_chunks = -(-N // c)
-        xp = nn.functional.pad(x, (0, 0, 0, n_chunks * c - N)).view(B * n_chunks, c, d)
-        sk = self._project_down(xp, None, "k")  # [B·C, rows, H, D]
-        sv = self._project_down(xp, None, "v")
-        rows = sk.shape[1]
-        return (
-            sk.view(B, n_chunks, rows, self.n_heads, self.head_dim),
-            sv.view(B, n_chunks, rows, self.n_heads, self.head_dim),
-        )
+        sk = self.downsample(fold_chunks(k, c), None, "k")  # [B·C, rows, H, D]
+        sv = self.downsample(fold_chunks(v, c), None, "v")
+        return sk.view(B, -1, *sk.shape[1:]), sv.view(B, -1, *sv.shape[1:])
 
     def forward(self, x, *, context=None, padding_mask=None):
         self.check_inputs(x, context, padding_mask)
@@ -102,7 +104,7 @@ class FLuRKAMixin:
                 x = x * padding_mask[..., None].to(x.dtype)  # padded tokens feed no chunk summary
             k = self.split_heads(self.k_proj(x))
             v = self.split_heads(self.v_proj(x))
-            summary_k, summary_v = self._chunk_summaries(x)
+            summary_k, summary_v = self._chunk_summaries(k, v)
             y = self.kernel_attend(q, k, v, padding_mask=padding_mask, summary_kv=(summary_k, summary_v))
             if summary_k.shape[1] == 1:
                 # One chunk: no query sees a completed chunk, so E and F take no part in the output. DDP needs
@@ -118,9 +120,8 @@ class FLuRKAMixin:
     def downsampling_flops(self, n: int, d: int) -> int:
         """Non-causal: E·X and F·X plus the K/V projections, in the configured order."""
         k = self.downsample.downsample_len
-        if self.causal:  # per chunk: rows×chunk downsampling, then projections on the rows
-            rows_total = n * k // self.flurka_chunk
-            return 2 * 2 * n * k * d + 2 * 2 * rows_total * d * d + 2 * 2 * n * d * d
+        if self.causal:  # the K/V projections, then per chunk rows×chunk downsampling of K and V
+            return 2 * 2 * n * k * d + 2 * 2 * n * d * d
         if self.downsample_order == "before_projection":
             return 2 * 2 * k * n * d + 2 * 2 * k * d * d
         return 2 * 2 * n * d * d + 2 * 2 * k * n * d
@@ -180,17 +181,16 @@ class FLuRKARNN(FLuRKAMixin, LinearAttention):
         if self.feature_map != "elu":
             raise ValueError("causal FLuRKA-RNN is defined for elu+1 features")
         sk, sv = summary_kv
-        # the causal kernel routine works with log-features; log(elu+1) is computed directly, stably
-        s_log = log_elu_plus_one(sk)
         out = causal_kernel_attention(
-            log_elu_plus_one(q),
-            log_elu_plus_one(k),
+            elu_plus_one(q),  # elu+1 is finite and positive everywhere: no stabiliser, the plain normaliser
+            elu_plus_one(k),
             v,
             chunk_size=self.flurka_chunk,
-            summary_logfeat=s_log,
+            summary_phi=elu_plus_one(sk),
             summary_v=sv,
             key_keep=padding_mask,
             eps=NORMALIZER_EPS,
+            backend=self.backend,
         )
         return out.to(q.dtype)
 

@@ -2,9 +2,10 @@
 cosFormer, identity features).
 
 softmax(QKᵀ)V is replaced by φ(Q)(φ(K)ᵀV) / φ(Q)(φ(K)ᵀ1), linear in the sequence length. The core runs in
-`flurka.ops.linear.linear_attention` (Triton on a GPU, chunked PyTorch elsewhere). The causal Performer runs
-`causal_kernel_attention`, which stabilises exp(·) with a running max so that no future key can change a
-past output, not even through floating-point underflow.
+`flurka.ops.linear.linear_attention` (Triton on a GPU, chunked PyTorch elsewhere). The causal Performer (and
+causal FLuRKA-Performer, through `causal_kernel_attention`) uses `favor_plus_causal_features`: keys shifted by
+the data-independent c_m = ‖w_m‖²/2, so that no future key can change a past output, not even through
+floating-point underflow, and queries by their own max, which cancels.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from flurka.attention.causal_kernel import causal_kernel_attention
 from flurka.ops.features import (
     FEATURE_MAPS,
     cosformer_features,
-    favor_exponent,
+    favor_plus_causal_features,
     favor_plus_features,
     orthogonal_gaussian_projection,
 )
@@ -145,30 +146,39 @@ class PerformerAttention(Attention):
         scale = self.head_dim**-0.25
         q, k = q * scale, k * scale
         if self.causal:
-            s_log = s_v = None
-            if summary_kv is not None:
-                sk, s_v = summary_kv
-                B, C, R, H, D = sk.shape
-                s_log = favor_exponent(sk.reshape(B, C * R, H, D) * scale, self.projection).view(
-                    B, C, R, H, self.n_features
-                )
-            out = causal_kernel_attention(
-                favor_exponent(q, self.projection),  # log-features: stabilised against the keys inside
-                favor_exponent(k, self.projection),
-                v,
-                chunk_size=self.chunk_size,
-                summary_logfeat=s_log,
-                summary_v=s_v,
-                key_keep=padding_mask,
-                eps=NORMALIZER_EPS,
-            )
-            return out.to(q.dtype)
+            return self._causal_favor(q, k, v, padding_mask=padding_mask, summary_kv=summary_kv, scale=scale)
         from flurka.ops.linear import linear_attention
 
         phi_q = favor_plus_features(q, self.projection, is_query=True)
         phi_k, v = zero_padded_keys(favor_plus_features(k, self.projection, is_query=False), v, padding_mask)
         out, _ = linear_attention(
             phi_q.to(q.dtype), phi_k.to(q.dtype), v, causal=False, eps=NORMALIZER_EPS, backend=self.backend
+        )
+        return out.to(q.dtype)
+
+    def _causal_favor(self, q, k, v, *, padding_mask, summary_kv, scale: float) -> torch.Tensor:
+        """Causal FAVOR+ (q, k already scaled by D^-¼): keys shifted by a data-independent constant, each
+        query by its own max a; the normaliser then keeps an eps relative to the query's own denominator
+        (`causal_kernel_attention`'s query_scale = exp(−a))."""
+        phi_q, shift = favor_plus_causal_features(q, self.projection, is_query=True)
+        phi_k, _ = favor_plus_causal_features(k, self.projection, is_query=False)
+        s_phi = s_v = None
+        if summary_kv is not None:
+            sk, s_v = summary_kv
+            B, C, R, H, D = sk.shape
+            s_phi, _ = favor_plus_causal_features(sk.reshape(B, C * R, H, D) * scale, self.projection, is_query=False)
+            s_phi = s_phi.view(B, C, R, H, self.n_features)
+        out = causal_kernel_attention(
+            phi_q,
+            phi_k,
+            v,
+            chunk_size=self.chunk_size,
+            summary_phi=s_phi,
+            summary_v=s_v,
+            key_keep=padding_mask,
+            eps=NORMALIZER_EPS,
+            query_scale=torch.exp(-shift),
+            backend=self.backend,
         )
         return out.to(q.dtype)
 

@@ -8,7 +8,8 @@ A stabiliser c keeps exp finite in bf16/fp32. For queries c is a per-token max, 
 numerator and denominator. For keys c must be shared by every key a query sees, or it would bias the
 weights: non-causally we use the max over the whole sequence (exact, standard); causally a max over the whole
 sequence would let future tokens change past outputs (a large future key underflows every past feature), so
-the causal Performer uses a running max instead (see `flurka.attention.kernel`), never this global one.
+the causal Performer uses `favor_plus_causal_features`: a data-independent key shift instead, never this global
+one.
 """
 
 from __future__ import annotations
@@ -94,6 +95,27 @@ def favor_plus_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: 
     else:
         c = z.amax(dim=(1, 3), keepdim=True)
     return torch.exp(z - c.detach()) + eps
+
+
+def favor_plus_causal_features(
+    x: torch.Tensor, projection: torch.Tensor, *, is_query: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Causal-safe FAVOR+ features: `(φ, None)` for keys, `(φ, a)` for queries, a [B, N, H] the query shift.
+
+    Completing the square, w_m·k − ‖k‖²/2 = ‖w_m‖²/2 − ‖k − w_m‖²/2 ≤ c_m := ‖w_m‖²/2. So keys use
+    exp(z_m − c_m) ≤ 1: a shift that depends on no data, so it never overflows and no key (no future key)
+    changes another's rounding. The +c_m moves to the query side, exp(z_m + c_m − a) with a = the query's own
+    max (detached): a per-query factor cancels between numerator and denominator, and the query's largest
+    feature is exactly 1. φq·φk then equals the plain FAVOR+ product times exp(−a). Keys with ‖k − w_m‖² above
+    ~2·87 for every m underflow to 0 in fp32 (inputs far outside the usual range).
+    """
+    z = favor_exponent(x, projection)
+    c = 0.5 * projection.to(z.dtype).pow(2).sum(-1)  # [m] or [H, m]: broadcasts against [B, N, H, m]
+    if not is_query:
+        return torch.exp(z - c), None
+    zq = z + c
+    a = zq.amax(dim=-1).detach()
+    return torch.exp(zq - a[..., None]), a
 
 
 def cosformer_features(x: torch.Tensor, positions: torch.Tensor, max_len: int) -> torch.Tensor:
