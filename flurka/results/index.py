@@ -10,6 +10,7 @@ SPEED = {  # results/speed/<suite>.json
     "flash": "make bench-flash",
     "scfa": "make fig-scfa-runtime",
     "lightning": "make fig-lightning",
+    "train": "make bench-train",
 }
 FLURKA_FIGURES = {  # results/flurka_speed/<figure>/results.json
     "fig3_seqlen": "make fig-flurka-seqlen",
