@@ -45,14 +45,15 @@ for what in "$@"; do
       for suite in flurka_ablation flurka_vs_flash flurka_rank; do step figures python3 scripts/bench.py "$suite"; done ;;
     tables)
       for table in wikitext103 scfa scfa-mnist scfa-shakespeare uptrain time-budget glue lra wmt imagenet; do
-        step tables python3 scripts/run_table.py "table-$table" --scale mini --seeds ${SEEDS:-0} logger=none \
-          trainer.progress=false
+        step tables python3 scripts/run_table.py "table-$table" --scale mini logger=none trainer.progress=false \
+          --seeds ${SEEDS:-0}
       done ;;
     scaling) step scaling python3 scripts/bench.py distributed ;;  # needs the 2-GPU kind (nvidia-h200-x2)
     table-*)  # table-<name> or table-<name>@row1,row2 (a part of a table; the others' runs are kept)
       rows=${what#*@}; [[ $rows == "$what" ]] && rows=""
-      step tables python3 scripts/run_table.py "${what%%@*}" --scale mini --seeds ${SEEDS:-0} \
-        ${rows:+--rows "$rows"} logger=none trainer.progress=false ;;
+      # --seeds last: it takes one or more values and would swallow the overrides after it
+      step tables python3 scripts/run_table.py "${what%%@*}" --scale mini ${rows:+--rows "$rows"} logger=none \
+        trainer.progress=false --seeds ${SEEDS:-0} ;;
     *) echo "unknown step '$what' (tests, bench, figures, tables, table-<name>, scaling)" >&2; exit 2 ;;
   esac
 done
