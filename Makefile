@@ -118,8 +118,11 @@ device-stage: ## stage .device/ (wheels the GPU image lacks + DEVICE_DATA datase
 	@echo "$$(git rev-parse HEAD)$$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty)" > .device/commit
 	@echo "staged for commit $$(cat .device/commit) (stage again after committing)"
 
+notebook: install ## run notebooks/results.ipynb on the committed results, outputs saved in place (reads on GitHub)
+	$(BIN)/python scripts/execute_notebook.py notebooks/results.ipynb
+
 clean: ## remove run folders (not results/)
 	rm -rf runs outputs multirun
 
-.PHONY: help install test test-gpu lint demo smoke clean bench-flash bench-train fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain table-time-budget table-glue table-lra table-wmt table-imagenet table-scfa-mnist table-scfa-shakespeare device-stage \
+.PHONY: help install test test-gpu lint demo smoke notebook clean bench-flash bench-train fig-scfa-runtime fig-lightning fig-flurka-seqlen table-wikitext103 table-scfa table-uptrain table-time-budget table-glue table-lra table-wmt table-imagenet table-scfa-mnist table-scfa-shakespeare device-stage \
 	fig-flurka-ablation fig-flurka-vs-flash fig-flurka-rank scaling
