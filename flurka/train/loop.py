@@ -5,11 +5,14 @@
 The global batch is fixed in sequences (trainer.batch_size × seq_len tokens); each rank takes its rows of the
 step's global batch and splits them into micro-batches, so 1 and N processes train on the same data with the
 same loss. Only rank 0 writes files or talks to W&B. See DESIGN.md "Runs and results" for the run folder.
+The loss and the clock stay on the device between read points (log, eval, checkpoint and final steps): see
+flurka.train.readout for when the loop waits for the GPU and how the NaN stop and the timing survive that.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -30,6 +33,13 @@ from flurka.train.checkpoint import latest_checkpoint, load_checkpoint, save_che
 from flurka.train.config import InitConfig, TrainerConfig, check_target_node, from_mapping
 from flurka.train.loggers import RunLogger
 from flurka.train.naming import NothingToResumeError, default_name
+from flurka.train.readout import (
+    PendingLosses,
+    WindowClock,
+    device_batch,
+    is_read_point,
+    skip_update_if_nonfinite,
+)
 from flurka.train.run_folder import finished_summary, prepare_run_folder, releases_run_folders, truncate_metrics
 from flurka.train.schedule import lr_at
 from flurka.train.throughput import mfu
@@ -85,7 +95,20 @@ def build_optimizer(model: torch.nn.Module, t: TrainerConfig, new_params: set[st
         {"params": ps, "weight_decay": t.weight_decay if decay else 0.0, "is_new": is_new}
         for (decay, is_new), ps in sorted(groups.items())
     ]
-    return torch.optim.AdamW(param_groups, lr=t.lr, betas=t.betas)
+    params = [p for ps in groups.values() for p in ps]
+    return torch.optim.AdamW(param_groups, lr=t.lr, betas=t.betas, **adamw_implementation(params))
+
+
+def adamw_implementation(params: list[torch.nn.Parameter]) -> dict[str, bool]:
+    """fused=True when every parameter is a plain CUDA tensor: one kernel per parameter group and dtype instead
+    of foreach's chain of multi-tensor ops, fewer launches where the host, not the GPU, bounds a small model's
+    step; it also lets a NaN step be skipped on the device (readout.skip_update_if_nonfinite). The state dict is the
+    same as foreach's, so checkpoints resume across the two. Otherwise torch's default: foreach on CUDA, where
+    FSDP2's DTensor parameters land (the fused kernel is not tested with them here), and the per-tensor loop on
+    the CPU, kept so CPU runs (and the tests' bit-exact comparisons) do not change."""
+    fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters
+    plain_cuda = all(type(p) in (torch.Tensor, torch.nn.Parameter) and p.is_cuda for p in params)
+    return {"fused": True} if fused_ok and params and plain_cuda else {}
 
 
 def nan_loss_message(
@@ -107,6 +130,34 @@ def _fault_injection(step: int) -> None:
     at = os.environ.get("FLURKA_FAULT_AT_STEP")
     if at is not None and step == int(at):
         os._exit(17)
+
+
+def forward_backward(
+    model: torch.nn.Module,
+    rank_batch: dict[str, torch.Tensor],
+    *,
+    accum: int,
+    micro: int,
+    info: dist.DistInfo,
+    fsdp: bool,
+    autocast,
+) -> torch.Tensor:
+    """Gradients of this rank's share of the step (micro-batches accumulated; DDP/FSDP reduce gradients on the
+    last only) and the step's mean loss over all ranks, left on the device: reading it here would make the host
+    wait for the step (readout)."""
+    loss_sum = torch.zeros((), device=info.device)
+    for i in range(accum):
+        micro_batch = {k: v[i * micro : (i + 1) * micro] for k, v in rank_batch.items()}
+        last = i == accum - 1
+        if fsdp:
+            model.set_requires_gradient_sync(last)
+        sync = contextlib.nullcontext() if (last or not info.enabled or fsdp) else model.no_sync()
+        with sync, autocast():
+            loss = model(**micro_batch)["loss"] / accum
+        with sync:
+            loss.backward()
+        loss_sum += loss.detach()
+    return dist.all_reduce_mean(loss_sum, info)
 
 
 def eval_batch_size(t: TrainerConfig) -> int:
@@ -334,10 +385,15 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     )
     model.train()
     last_eval: dict[str, float] = {}
+    # summary tokens/s: this process's counted (post-warm-up) steps; train/tokens_per_s: the steps since the last log
     timed_tokens, timed_seconds = 0, 0.0
+    log_tokens, log_seconds = 0, 0.0
     wall_start = time.perf_counter()
-    window_start, window_tokens = time.perf_counter(), 0
     done = start_step
+    rows = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
+    pending = PendingLosses()  # the losses since the last read point, on the device (readout)
+    clock = WindowClock(info.device)
+    clock.start()  # after loading and building: the first window holds only steps
     for step in range(start_step, t.max_steps):
         _fault_injection(step)
         if budget and budget_seconds >= budget:
@@ -348,56 +404,47 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         frozen = step < init.freeze_steps
         for group in optimizer.param_groups:
             group["lr"] = 0.0 if (frozen and not group["is_new"]) else lr
-        step_start = time.perf_counter()
-        batch = task.train_batch(step, t.batch_size, seed)
-        rows = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
-        loss_sum = torch.zeros((), device=info.device)
-        for i in range(accum):
-            micro_batch = {k: v[rows][i * micro : (i + 1) * micro].to(info.device) for k, v in batch.items()}
-            last = i == accum - 1
-            if fsdp:
-                model.set_requires_gradient_sync(last)
-            sync = contextlib.nullcontext() if (last or not info.enabled or fsdp) else model.no_sync()
-            with sync, autocast():
-                loss = model(**micro_batch)["loss"] / accum
-            with sync:
-                loss.backward()
-            loss_sum += loss.detach()
-        loss_all = dist.all_reduce_mean(loss_sum, info)
-        train_loss = loss_all.item()
-        if not math.isfinite(train_loss):
-            bar.close()
-            logger.finish()
-            raise FloatingPointError(nan_loss_message(train_loss, step, lr, att_name, run_dir, ckpt_path, start_step))
+        rank_batch = device_batch(task.train_batch(step, t.batch_size, seed), rows, info.device)
+        loss_all = forward_backward(model, rank_batch, accum=accum, micro=micro, info=info, fsdp=fsdp,
+                                    autocast=autocast)  # fmt: skip
+        pending.add(step, loss_all, lr)
+        skip_update_if_nonfinite(optimizer, loss_all)
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(raw_model.parameters(), t.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if info.device.type == "cuda":
-            torch.cuda.synchronize(info.device)
         done = step + 1
-        step_seconds = time.perf_counter() - step_start
-        train_seconds += step_seconds
-        warm = step - start_step >= t.throughput_skip_steps
-        if warm:
-            budget_seconds += step_seconds
+        bar.update(1)
+        if not is_read_point(done, start_step=start_step, t=t):
+            continue
+        # ---- read point: the device is drained; losses, clock and NaN check for the steps since the last one
+        window_steps = len(pending)
+        window_seconds = clock.stop()
+        train_loss, bad = pending.read()
+        if bad is not None:  # checked before any eval or checkpoint: nothing is written from a bad step on
+            bar.close()
+            logger.finish()
+            raise FloatingPointError(nan_loss_message(bad.loss, bad.step, bad.lr, att_name, run_dir, ckpt_path,
+                                                      start_step))  # fmt: skip
+        train_seconds += window_seconds
+        # a window is all warm-up or all counted: the end of the warm-up is a read point
+        if done - window_steps - start_step >= t.throughput_skip_steps:
+            budget_seconds += window_seconds
+            timed_tokens += window_steps * tokens_per_step
+            timed_seconds += window_seconds
+        log_tokens += window_steps * tokens_per_step
+        log_seconds += window_seconds
         # the budget is shared by all ranks: rank 0's clock decides, so every rank stops at the same step
         final = done == t.max_steps or bool(budget and dist.broadcast_object(budget_seconds, info) >= budget)
-        if warm:
-            timed_tokens += tokens_per_step
-            timed_seconds += time.perf_counter() - step_start
-        window_tokens += tokens_per_step
-        bar.update(1)
         if done % t.log_every == 0 or final:
-            elapsed = time.perf_counter() - window_start
-            tps = window_tokens / max(elapsed, 1e-9)
+            tps = log_tokens / max(log_seconds, 1e-9)
             metrics = {"train/loss": train_loss, "train/lr": lr, "train/tokens_per_s": tps}
             util = mfu(flops_per_token, tps, info.device, info.world_size)
             if util is not None:
                 metrics["train/mfu"] = util
             logger.log(metrics, done)
             bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tps:,.0f}")
-            window_start, window_tokens = time.perf_counter(), 0
+            log_tokens, log_seconds = 0, 0.0
         if (t.eval_every and done % t.eval_every == 0) or final:
             # periodic evals read a subset (cheap curves); the final one, which the summary reports, the split
             # (unless trainer.final_eval_batches says otherwise, which the summary and the tables then state)
@@ -411,6 +458,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             checkpoint(done)
         if final:
             break
+        clock.start()  # logging, eval and checkpoints are not training time
     bar.close()
     if done == start_step:  # resumed at its end, before summary.json was written: evaluate what the run made
         last_eval = evaluate(model, task, "valid", t, info, autocast, shard=not fsdp, max_batches=t.final_eval_batches)
