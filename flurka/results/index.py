@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from flurka.results.provenance import numbers_provenance
+
 SPEED = {  # results/speed/<suite>.json
     "flash": "make bench-flash",
     "scfa": "make fig-scfa-runtime",
@@ -21,13 +23,10 @@ FLURKA_FIGURES = {  # results/flurka_speed/<figure>/results.json
 
 
 def made_by(data: dict) -> tuple[str, str, str]:
-    """(date, commit, GPU) of the numbers: the runs' own provenance when the file records it (a table built on
-    another machine than the one that trained its rows), else the file's."""
-    prov, runs = data["provenance"], data.get("runs") or {}
-    if runs.get("runs"):
-        dates = runs.get("dates") or [prov["date"]]
-        return dates[-1][:10], ", ".join(c[:12] for c in runs["commit"]), ", ".join(runs["gpu"])
-    return prov["date"][:10], prov["commit"][:12], prov["gpu"]
+    """(date, commit, GPU) of the numbers (`numbers_provenance`): the latest date, every commit and GPU."""
+    made = numbers_provenance(data)
+    dates = made["dates"] or [data["provenance"]["date"]]
+    return dates[-1][:10], ", ".join(c[:12] for c in made["commit"]), ", ".join(made["gpu"])
 
 
 def table_status(data: dict) -> str:

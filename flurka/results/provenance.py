@@ -79,6 +79,17 @@ def runs_provenance(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def numbers_provenance(data: dict[str, Any]) -> dict[str, list[str]]:
+    """Where a results file's numbers came from, as lists per RUN_KEYS key plus "dates": the runs' own provenance
+    when the file records it (a table built on another machine than the one that trained its rows), else the
+    file's own (a speed suite measures where it writes)."""
+    runs = data.get("runs") or {}
+    if runs.get("runs"):
+        return {key: list(runs.get(key) or []) for key in (*RUN_KEYS, "dates")}
+    prov = data["provenance"]
+    return {**{key: [str(prov.get(key, "?"))] for key in RUN_KEYS}, "dates": [prov["date"]]}
+
+
 def describe_runs(runs: dict[str, Any]) -> str:
     """One sentence for table.md: what the runs ran on (lists when runs differ)."""
     if not runs.get("runs"):

@@ -241,8 +241,8 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     start_step, best, wandb_id, new_params, train_seconds = 0, math.inf, None, set(), 0.0
     # what trainer.time_budget_s counts: training time without each process's first throughput_skip_steps steps
     # (Triton compilation and autotuning, a one-off cost that a mini-scale budget of a minute would otherwise
-    # charge to the kernel-backed variants only)
-    budget_seconds = 0.0
+    # charge to the kernel-backed variants only): earlier processes' (from the checkpoint) + this one's timed_seconds
+    budget_before = budget_seconds = 0.0
     ckpt_path = None
     if init.mode == "resume":
         ckpt_path = Path(init.path) if init.path else latest_checkpoint(run_dir)
@@ -257,7 +257,7 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         model.load_state_dict(strip_wrappers(state["model"]))
         start_step, best = int(state["step"]), float(state["meta"].get("best_eval_loss", math.inf))
         train_seconds = float(state["meta"].get("train_seconds", 0.0))
-        budget_seconds = float(state["meta"].get("budget_seconds", train_seconds))
+        budget_before = budget_seconds = float(state["meta"].get("budget_seconds", train_seconds))
         wandb_id = state["meta"].get("wandb_run_id")
         train_loss = float(state["meta"].get("train_loss", math.nan))
         finished = finished_summary(run_dir, start_step, budget_seconds, t.max_steps, t.time_budget_s)
@@ -429,9 +429,9 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         train_seconds += window_seconds
         # a window is all warm-up or all counted: the end of the warm-up is a read point
         if done - window_steps - start_step >= t.throughput_skip_steps:
-            budget_seconds += window_seconds
             timed_tokens += window_steps * tokens_per_step
             timed_seconds += window_seconds
+            budget_seconds = budget_before + timed_seconds
         log_tokens += window_steps * tokens_per_step
         log_seconds += window_seconds
         # the budget is shared by all ranks: rank 0's clock decides, so every rank stops at the same step
