@@ -4,10 +4,11 @@
 #   make device-stage                       # here: wheels the GPU image lacks + the datasets of the mini tables
 #   device run (carry [".device"]):  source .device/env.sh && bash scripts/gpu_session.sh tests bench
 #
-# Steps (any order, any subset): tests (GPU-tier pytest), bench (every speed suite, --quick), figures (FLuRKA
-# Figs. 1/4/5), tables (every paper table at SCALE=mini; one call holds ~10 minutes, so name tables one by one,
-# table-glue, ..., or parts of one: table-glue@pretrain-full,cola-full,sst2-full). Each step logs to $OUT/<step>.log; results/ comes back
-# as $OUT/results.tgz (unpack it at the repository root, then commit: the files carry their own provenance).
+# Steps (any order, any subset): tests (GPU-tier pytest; tests@path1,path2 for some files), bench (every
+# speed suite, --quick; bench-<suite> for one), figures (FLuRKA Figs. 1/4/5), tables (every paper table at
+# SCALE=mini; one call holds ~10 minutes, so name tables one by one, table-glue, ..., or parts of one:
+# table-glue@pretrain-full,cola-full,sst2-full). Each step logs to $OUT/<step>.log; results/ comes back as
+# $OUT/results.tgz (unpack it at the repository root, then commit: the files carry their own provenance).
 #
 # Environment: SEEDS="0 1" runs every table row once per seed (default 0). DEADLINE_S=540 stops the steps when
 # that many seconds have passed (the one running is interrupted, later ones are skipped), so the results and run
@@ -36,11 +37,15 @@ step() {  # step NAME CMD...: run, log, remember failure, continue with the next
 }
 for what in "$@"; do
   case $what in
-    tests)  # correctness over many shapes: one kernel config each, no autotuning time (the benchmarks tune)
+    tests|tests@*)  # correctness over many shapes: one kernel config each, no autotuning time (the benchmarks tune);
+      # tests@path1,path2 runs the GPU tier of those test files or folders only
+      paths=${what#tests@}; [[ $paths == "$what" ]] && paths="tests/ops,tests/attention,tests/train"
       step tests env FLURKA_FLASH_TUNE=first FLURKA_AUTOTUNE=0 \
-        python3 -m pytest -q -m gpu -p no:cacheprovider tests/ops tests/attention tests/train ;;
+        python3 -m pytest -q -m gpu -p no:cacheprovider ${paths//,/ } ;;
     bench)
       for suite in flash scfa lightning flurka; do step bench python3 scripts/bench.py "$suite" --quick; done ;;
+    bench-*)  # one speed suite, bench-<suite> (BENCH_ARGS, default --quick: "" runs the full sweep)
+      step bench python3 scripts/bench.py "${what#bench-}" ${BENCH_ARGS---quick} ;;
     figures)
       for suite in flurka_ablation flurka_vs_flash flurka_rank; do step figures python3 scripts/bench.py "$suite"; done ;;
     tables)
@@ -54,7 +59,8 @@ for what in "$@"; do
       # --seeds last: it takes one or more values and would swallow the overrides after it
       step tables python3 scripts/run_table.py "${what%%@*}" --scale mini ${rows:+--rows "$rows"} logger=none \
         trainer.progress=false --seeds ${SEEDS:-0} ;;
-    *) echo "unknown step '$what' (tests, bench, figures, tables, table-<name>, scaling)" >&2; exit 2 ;;
+    *) echo "unknown step '$what' (tests[@paths], bench, bench-<suite>, figures, tables, table-<name>[@rows], scaling)" >&2
+       exit 2 ;;
   esac
 done
 [[ -d results ]] && tar czf "$OUT/results.tgz" results

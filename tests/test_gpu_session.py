@@ -42,3 +42,13 @@ def test_a_step_is_interrupted_at_the_deadline(tmp_path):
 def test_an_unknown_step_is_refused(tmp_path):
     proc = session(tmp_path, "tabels")
     assert proc.returncode == 2 and "unknown step 'tabels'" in proc.stderr
+
+
+def test_one_bench_suite_runs_quick_unless_told_otherwise(tmp_path):
+    script = tmp_path / "scripts" / "bench.py"
+    script.parent.mkdir()
+    script.write_text("import sys\nprint('argv', sys.argv[1:])\n")
+    session(tmp_path, "bench-train")
+    session(tmp_path, "bench-lightning", BENCH_ARGS="--ns 512")
+    log = (tmp_path / "out" / "bench.log").read_text()
+    assert "argv ['train', '--quick']" in log and "argv ['lightning', '--ns', '512']" in log

@@ -82,7 +82,7 @@ class Setup:
     steps: int = 10
     max_seconds: float = 20.0  # of timed steps per point: a slow torch-path variant must not eat the device call
     bf16: bool = True
-    optimizer: str = "AdamW(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1), grad clip 1.0"
+    optimizer: str = "AdamW(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1; fused on CUDA, as the trainer), grad clip 1.0"
     flops: str = FLOP_CONVENTION
 
     def batch(self, n: int) -> int:
@@ -108,8 +108,12 @@ def build_model(name: str, n: int, setup: Setup) -> torch.nn.Module:
 
 def make_step(model: torch.nn.Module, ids: torch.Tensor, setup: Setup) -> Callable[[], None]:
     """One training step as the trainer takes it: forward under bf16 autocast, backward, clip, AdamW."""
+    from flurka.train.loop import adamw_implementation
+
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    # the trainer's AdamW implementation (fused on CUDA), so the bench times the step a training run takes
+    optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                                  **adamw_implementation(params))  # fmt: skip
     device_type = torch.device(setup.device).type
 
     def step() -> None:
