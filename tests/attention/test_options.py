@@ -89,3 +89,16 @@ def test_performer_redraws_features_on_schedule():
     before = m.projection.clone()
     m(x)
     assert torch.equal(before, m.projection)  # never in eval
+
+
+@pytest.mark.parametrize("name", ["performer", "flurka_performer"])
+def test_random_features_follow_the_default_device(name):
+    """A model built under `with torch.device(...)` (as the training bench builds GPT-2 small on the GPU) holds
+    its features on that device, drawn from the CPU generator so that every build draws the same ones (the CUDA
+    case, where a CPU generator used to fail, is in test_variants_gpu.py)."""
+    on_cpu = build_attention(name, 8, 2, causal=True, n_features=8)
+    with torch.device("meta"):
+        on_meta = build_attention(name, 8, 2, causal=True, n_features=8)
+    assert on_meta.projection.device.type == "meta" and on_meta.projection.shape == on_cpu.projection.shape
+    again = build_attention(name, 8, 2, causal=True, n_features=8)
+    assert torch.equal(on_cpu.projection, again.projection)

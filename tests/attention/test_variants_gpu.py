@@ -118,3 +118,13 @@ def test_gpu_path_matches_the_pytorch_path(name, causal, n):
         e_ours, e_torch = err(a, e, sc), err(t, e, sc)
         print(f"{name} causal={causal} n={n} bf16 tensor {i}: ours {e_ours:.2e} torch {e_torch:.2e}")
         assert e_ours <= 2 * e_torch + BF16_FLOOR, f"bf16 tensor {i}: ours {e_ours:.2e} vs {e_torch:.2e}"
+
+
+@pytest.mark.parametrize("name", ["performer", "flurka_performer"])
+def test_variants_build_under_a_cuda_default_device(name):
+    """The random-feature variants build inside `with torch.device("cuda")` (how the training bench builds
+    GPT-2 small) with the features a CPU build draws: a CPU generator used to meet the CUDA device and fail."""
+    on_cpu = build_attention(name, D_MODEL, HEADS, causal=True, **OPTIONS[name])
+    with torch.device("cuda"):
+        on_gpu = build_attention(name, D_MODEL, HEADS, causal=True, **OPTIONS[name])
+    assert on_gpu.projection.is_cuda and torch.equal(on_gpu.projection.cpu(), on_cpu.projection)

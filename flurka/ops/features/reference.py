@@ -55,15 +55,18 @@ def orthogonal_gaussian_projection(
     Orthogonal random features reduce the variance of the FAVOR+ estimator (Choromanski et al., 2021, §4);
     the row norms are redrawn from chi(dim) so each row is marginally N(0, I).
     """
+    # drawn where the generator lives (a CPU generator gives the same features on every machine), returned on
+    # `device`, by default the current default device (a model built under `with torch.device("cuda")`)
+    draw_device = generator.device if generator is not None else device
     blocks = []
     for _ in range(math.ceil(n_features / dim)):
-        g = torch.randn(dim, dim, generator=generator, device=device)
+        g = torch.randn(dim, dim, generator=generator, device=draw_device)
         q, r = torch.linalg.qr(g)
         q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)  # unique QR: a Haar-distributed rotation
         blocks.append(q.T)
     w = torch.cat(blocks, dim=0)[:n_features]
-    norms = torch.randn(n_features, dim, generator=generator, device=device).norm(dim=1, keepdim=True)
-    return w * norms
+    norms = torch.randn(n_features, dim, generator=generator, device=draw_device).norm(dim=1, keepdim=True)
+    return (w * norms).to(device if device is not None else torch.get_default_device())
 
 
 def favor_exponent(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
