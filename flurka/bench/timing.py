@@ -86,3 +86,35 @@ def bench_device(dry_run: bool) -> torch.device:
     if not torch.cuda.is_available():
         raise SystemExit("the speed benchmark needs a GPU (use --dry-run to check it on CPU)")
     return torch.device("cuda")
+
+
+def profile_step(step: Callable[[], object], device: torch.device, *, steps: int = 2, top: int = 20) -> dict:
+    """Where a (warmed-up) step's time goes, from `torch.profiler` over `steps` calls: the wall time per step,
+    the device's busy time per step (the sum of every kernel's own time: busy well below wall means the host's
+    launches, not the GPU, set the pace) and the `top` operations by their own device time (CPU time on the
+    CPU, where dry runs check the script), each per step with its number of calls. A diagnosis, not a result:
+    the profiler's own overhead makes its wall time longer than the timed steps'."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    if cuda:  # the kernels (and copies) themselves: an operator's row repeats its kernels' time
+        from torch.autograd import DeviceType
+
+        events = [e for e in events if e.device_type == DeviceType.CUDA]
+    busy_ms = sum(getattr(e, key) for e in events) / 1e3 / steps  # microseconds in the profiler's totals
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    ops = [{"name": e.key[:120], "ms": round(getattr(e, key) / 1e3 / steps, 3), "calls": e.count // steps}
+           for e in events[:top]]  # fmt: skip
+    return {"steps": steps, "wall_ms": round(wall_ms, 3), "busy_ms": round(busy_ms, 3),
+            "time": "device" if cuda else "cpu", "top": ops}  # fmt: skip

@@ -14,7 +14,11 @@ forward FLOPs (`GPT.flops_per_sequence`: each attention variant's own `flops()`,
 matmul FLOPs only, causal attention counted at half), over the GPU's dense bf16 peak (`flurka.train.throughput`).
 A variant that runs out of memory or fails is recorded with its error and the sweep goes on.
 
-    python scripts/bench.py train [--quick] [--dry-run] [--out results/speed/train.json]
+    python scripts/bench.py train [--quick] [--dry-run] [--profile VARIANT[@N] ...] [--out results/speed/train.json]
+
+`--profile` adds, for those points, where the step's time goes (`flurka.bench.timing.profile_step`): the
+device's busy time against the wall time (a step the host's launches pace shows up as a low busy share) and
+the top kernels, in the json and as a section of the table.
 
 Writes train.json (rewritten after every point, `"complete": false` until the sweep ends), then train.png
 (tokens/s and peak memory vs N, log axes) and train.md (the tables printed at the end) beside it.
@@ -34,7 +38,7 @@ from typing import Any
 import torch
 
 from flurka.bench.report import ResultsLog, plt_agg
-from flurka.bench.timing import bench_device, peak_memory_mib, step_times_ms
+from flurka.bench.timing import bench_device, peak_memory_mib, profile_step, step_times_ms
 from flurka.results.provenance import read_results
 
 # conf/model/gpt2_small.yaml (a test keeps the two equal); GPT-2's own vocabulary, as the openwebtext2 task's
@@ -147,9 +151,12 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
-def timed_point(model: torch.nn.Module, n: int, setup: Setup, flops_per_token: float) -> dict[str, Any]:
+def timed_point(
+    model: torch.nn.Module, n: int, setup: Setup, flops_per_token: float, *, profile: bool = False
+) -> dict[str, Any]:
     """Time the training step of `model` at length n: ms, tokens/s, TFLOP/s, MFU, peak memory.
-    `flops_per_token`: forward FLOPs (training = 3x, as in the trainer's `mfu()`)."""
+    `flops_per_token`: forward FLOPs (training = 3x, as in the trainer's `mfu()`). `profile`: then profile two
+    more steps (`profile_step`: busy vs wall time, the top kernels), after the timed ones so it times nothing."""
     from flurka.train.throughput import mfu
 
     device = torch.device(setup.device)
@@ -169,13 +176,14 @@ def timed_point(model: torch.nn.Module, n: int, setup: Setup, flops_per_token: f
     ms = statistics.median(times)
     tokens_per_s = b * n / (ms * 1e-3)
     util = mfu(flops_per_token, tokens_per_s, device)
-    return {"ms": round(ms, 3), "tokens_per_s": round(tokens_per_s, 1),
+    extra = {"profile": profile_step(step, device)} if profile else {}
+    return extra | {"ms": round(ms, 3), "tokens_per_s": round(tokens_per_s, 1),
             "tflops": round(3 * flops_per_token * tokens_per_s / 1e12, 2),
             "mfu": None if util is None else round(util, 4), "peak_mem_mib": None if mem is None else round(mem, 1),
             "steps_timed": len(times)}  # fmt: skip
 
 
-def measure(name: str, n: int, setup: Setup, *, compiled: bool = False) -> dict[str, Any]:
+def measure(name: str, n: int, setup: Setup, *, compiled: bool = False, profile: bool = False) -> dict[str, Any]:
     """One row: the point measured, or its status ("oom" / "error") with the error, never an exception."""
     row = base_row(name, _impl(name, setup, compiled), n, setup)
     start = time.perf_counter()
@@ -187,7 +195,7 @@ def measure(name: str, n: int, setup: Setup, *, compiled: bool = False) -> dict[
         if compiled:
             torch._dynamo.reset()  # a fresh compile per length: no recompile limit silently falling back to eager
             model = torch.compile(model)
-        row.update(timed_point(model, n, setup, flops_per_token))
+        row.update(timed_point(model, n, setup, flops_per_token, profile=profile))
     except torch.OutOfMemoryError as err:
         row.update(status="oom", error=_first_line(err))
     except Exception as err:  # a variant that fails is a result too; the sweep goes on
@@ -214,14 +222,20 @@ def planned(setup: Setup, variants: list[str], compiled: bool) -> list[tuple[str
     return jobs
 
 
-def sweep(setup: Setup, jobs: list[tuple[str, int, bool]], rows: list[dict], budget_s: float | None) -> None:
+def sweep(
+    setup: Setup,
+    jobs: list[tuple[str, int, bool]],
+    rows: list[dict],
+    budget_s: float | None,
+    profile: Callable[[str, int], bool] = lambda name, n: False,
+) -> None:
     start = time.perf_counter()
     for name, n, compiled in jobs:
         if budget_s is not None and time.perf_counter() - start > budget_s:
             row = base_row(name, _impl(name, setup, compiled), n, setup)
             row.update(status="skipped", error=f"not run: over --budget-s {budget_s:g}")
         else:
-            row = measure(name, n, setup, compiled=compiled)
+            row = measure(name, n, setup, compiled=compiled, profile=not compiled and profile(name, n))
         rows.append(row)
         print(f"N={n:6d} B={row['B']:3d} {name:17s} {row['impl']:13s} " + _summary(row), flush=True)
 
@@ -271,8 +285,45 @@ def markdown(rows: list[dict], setup: Setup, provenance: dict[str, str]) -> str:
                 "|---|" + "---:|" * len(lengths)]  # fmt: skip
         out += [f"| {lab} | " + " | ".join(_cell(at.get((lab, n)), key) for n in lengths) + " |" for lab in labels]
         out.append("")
+    out += profiles_markdown(rows)
     errors = [f"- {_label(r)} at N={r['N']}: {r['status']}: {r['error']}" for r in rows if r["status"] != "ok"]
     return "\n".join(out + (["### not measured", "", *errors, ""] if errors else []))
+
+
+def profiles_markdown(rows: list[dict], top: int = 12) -> list[str]:
+    """For each profiled point: wall vs busy time (how much of the step the device computes) and its top
+    operations, each with its share of the busy time."""
+    profiled = [r for r in rows if r.get("profile")]
+    if not profiled:
+        return []
+    out = ["### where the time goes (torch.profiler, 2 steps after the timed ones)", ""]
+    for r in profiled:
+        prof = r["profile"]
+        busy, wall = prof["busy_ms"], prof["wall_ms"]
+        out += [f"**{_label(r)} at N={r['N']}**: {wall:.1f} ms a step under the profiler, {prof['time']} busy "
+                f"{busy:.1f} ms ({100 * busy / wall:.0f}%)", "",
+                "| operation | ms / step | calls / step | share of busy |", "|---|---:|---:|---:|"]  # fmt: skip
+        out += [f"| `{op['name'][:90]}` | {op['ms']:.3f} | {op['calls']} | {100 * op['ms'] / busy:.1f}% |"
+                for op in prof["top"][:top]]  # fmt: skip
+        out.append("")
+    return out
+
+
+def profile_filter(specs: list[str] | None, variants: list[str]) -> Callable[[str, int], bool]:
+    """`--profile full flurka_rnn@1024`: a variant at every length, or at one; a name not in the sweep is an
+    error that lists the variants."""
+    wanted: dict[str, set[int] | None] = {}
+    for spec in specs or []:
+        name, _, n = spec.partition("@")
+        if name not in variants:
+            raise SystemExit(f"--profile {spec}: '{name}' is not a variant of this sweep ({', '.join(variants)})")
+        if n and not n.isdigit():
+            raise SystemExit(f"--profile {spec}: the length after '@' must be a number of tokens")
+        if not n:
+            wanted[name] = None
+        elif wanted.get(name, set()) is not None:
+            wanted.setdefault(name, set()).add(int(n))
+    return lambda name, n: name in wanted and (wanted[name] is None or n in wanted[name])
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -316,8 +367,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budget-s", type=float, default=None,
                    help="stop starting points after this many seconds; the rest are recorded as skipped "
                    "(default: 200 with --quick, so it fits one 10-minute device call with room to spare)")  # fmt: skip
+    p.add_argument("--profile", nargs="*", metavar="VARIANT[@N]",
+                   help="profile these points too (top kernels, busy vs wall time), in the json and table")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("results/speed/train.json"))
     args = p.parse_args(argv)
+    profile = profile_filter(args.profile, args.variants)
     bench_device(args.dry_run)  # exits with a clear message without a GPU (unless --dry-run)
     setup = make_setup(dry_run=args.dry_run, quick=args.quick)
     compiled = args.compile if args.compile is not None else not (args.quick or args.dry_run)
@@ -325,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     jobs = planned(setup, args.variants, compiled)
     print(f"[train] {len(jobs)} points on {setup.device}; {setup.flops}", flush=True)
     rows = ResultsLog(args.out, setup=asdict(setup))  # rewritten after every point: a run cut short keeps them
-    sweep(setup, jobs, rows, budget)
+    sweep(setup, jobs, rows, budget, profile)
     out = rows.finish()
     plot(rows, out.with_suffix(".png"))
     table = markdown(rows, setup, read_results(out)["provenance"])

@@ -101,3 +101,26 @@ def test_the_compiled_row_says_so_and_compiles_the_model_it_times(monkeypatch):
     row = train.measure("full", 64, train.make_setup(dry_run=True, quick=False), compiled=True)
     assert row["status"] == "ok" and row["compiled"] and row["impl"] == "torch+compile"
     assert len(compiled) == 1 and row["params"] == sum(p.numel() for p in compiled[0].parameters())
+
+
+def test_profiled_points_record_where_the_step_time_goes(tmp_path):
+    out = tmp_path / "train.json"
+    train.main(["--dry-run", "--variants", "full", "flurka_rnn", "--profile", "flurka_rnn@64", "--out", str(out)])
+    rows = {(r["variant"], r["N"]): r for r in json.loads(out.read_text())["rows"]}
+    assert [k for k, r in rows.items() if "profile" in r] == [("flurka_rnn", 64)]
+    prof = rows["flurka_rnn", 64]["profile"]
+    assert prof["time"] == "cpu" and 0 < prof["busy_ms"] and prof["top"]
+    # the top operations are sorted, each a part of the busy time
+    assert [op["ms"] for op in prof["top"]] == sorted((op["ms"] for op in prof["top"]), reverse=True)
+    assert sum(op["ms"] for op in prof["top"]) <= prof["busy_ms"] + 1e-3
+    table = out.with_suffix(".md").read_text()
+    assert "**flurka_rnn at N=64**" in table and "share of busy" in table
+
+
+def test_profile_names_must_be_variants_of_the_sweep():
+    wanted = train.profile_filter(["full", "flurka_rnn@1024"], ["full", "flurka_rnn"])
+    assert wanted("full", 16384) and wanted("flurka_rnn", 1024) and not wanted("flurka_rnn", 4096)
+    with pytest.raises(SystemExit, match="not a variant of this sweep.*full, flurka_rnn"):
+        train.profile_filter(["lightning"], ["full", "flurka_rnn"])
+    with pytest.raises(SystemExit, match="must be a number"):
+        train.profile_filter(["full@1k"], ["full"])
