@@ -31,7 +31,7 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +273,8 @@ def markdown(rows: list[dict], setup: Setup, provenance: dict[str, str]) -> str:
     if setup.device == "cpu":
         out += ["**Dry run** (a tiny GPT on CPU): checks the script; these numbers are not measurements.", ""]
     out += [f"- GPT: {m['n_layers']} layers, {m['n_heads']} heads, d_model {m['d_model']}, dropout {m['dropout']}, "
-            f"vocab {setup.vocab_size}; {setup.tokens_per_step} tokens per step (B = {setup.tokens_per_step} / N); "
+            f"vocab {setup.vocab_size}, loss {_loss_kind(setup)};",
+            f"  {setup.tokens_per_step} tokens per step (B = {setup.tokens_per_step} / N); "
             f"{'bf16 autocast' if setup.bf16 else 'fp32'}; {setup.optimizer}",
             f"- {setup.warmup} warm-up steps excluded, then the median of up to {setup.steps} timed steps "
             f"(at most {setup.max_seconds:g} s of them per point)",
@@ -288,6 +289,12 @@ def markdown(rows: list[dict], setup: Setup, provenance: dict[str, str]) -> str:
     out += profiles_markdown(rows)
     errors = [f"- {_label(r)} at N={r['N']}: {r['status']}: {r['error']}" for r in rows if r["status"] != "ok"]
     return "\n".join(out + (["### not measured", "", *errors, ""] if errors else []))
+
+
+def _loss_kind(setup: Setup) -> str:
+    if setup.model.get("fused_loss", True):
+        return "chunked over the head (flurka.ops.loss, no [B, N, V] logits)"
+    return "over all the [B, N, V] logits (--logits-loss)"
 
 
 def profiles_markdown(rows: list[dict], top: int = 12) -> list[str]:
@@ -369,11 +376,15 @@ def main(argv: list[str] | None = None) -> None:
                    "(default: 200 with --quick, so it fits one 10-minute device call with room to spare)")  # fmt: skip
     p.add_argument("--profile", nargs="*", metavar="VARIANT[@N]",
                    help="profile these points too (top kernels, busy vs wall time), in the json and table")  # fmt: skip
+    p.add_argument("--logits-loss", action="store_true",
+                   help="GPT's loss over all the [B, N, V] logits (fused_loss=False), not the chunked one")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("results/speed/train.json"))
     args = p.parse_args(argv)
     profile = profile_filter(args.profile, args.variants)
     bench_device(args.dry_run)  # exits with a clear message without a GPU (unless --dry-run)
     setup = make_setup(dry_run=args.dry_run, quick=args.quick)
+    if args.logits_loss:
+        setup = replace(setup, model={**setup.model, "fused_loss": False})
     compiled = args.compile if args.compile is not None else not (args.quick or args.dry_run)
     budget = args.budget_s if args.budget_s is not None else (200.0 if args.quick else None)
     jobs = planned(setup, args.variants, compiled)

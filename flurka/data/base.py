@@ -11,7 +11,8 @@ A task is any object with:
 - `train_batch(step, batch_size, seed) -> dict[str, Tensor]`: the *global* batch of a step, a pure function of
   (seed, step) so runs resume exactly and DDP ranks can take their rows. Keys are the model's forward
   arguments (`input_ids`, `labels`, `padding_mask`, `token_type_ids`, `pixels`, `src_ids`, `tgt_ids`, ...);
-  every tensor has the batch as its first dimension. The model returns `{"loss", "logits", ...}`.
+  every tensor has the batch as its first dimension. The model returns `{"loss", "logits", ...}` (GPT, given
+  labels, only `{"loss"}`: its chunked head never forms the logits, which LM evaluation does not need).
 - `evaluate(model, split, *, batch_size, max_batches, device, autocast) -> dict[str, float]`: the task's
   metrics on a split (always including "loss"; the paper's metric too: perplexity, bits per character,
   accuracy, Matthews correlation, F1, Pearson/Spearman, BLEU ...). Optional for LM tasks, which the loop

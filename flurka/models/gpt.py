@@ -1,10 +1,12 @@
 """A GPT-2-style decoder-only language model with any causal attention variant (nanoGPT's shape).
 
     model = GPT(vocab_size=65, max_len=256, n_layers=4, n_heads=4, d_model=128, attention="flurka_performer")
-    out = model(input_ids, labels=labels)      # {"logits": [B, N, V], "loss": scalar}
+    out = model(input_ids)                     # {"logits": [B, N, V]}
+    out = model(input_ids, labels=labels)      # {"loss": scalar}: no logits (fused_loss=False keeps them)
 
-Token embeddings are tied to the output head. Positions: learned absolute (added to the embeddings), or
-RoPE / ALiBi inside attention, or none.
+Token embeddings are tied to the output head. With labels the loss comes from `flurka.ops.loss`, chunk by
+chunk, without the [B, N, V] logits: at GPT-2's vocabulary they were the step's largest tensors.
+Positions: learned absolute (added to the embeddings), or RoPE / ALiBi inside attention, or none.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import nn
 from flurka.attention import attention_factory, factory_name
 from flurka.attention.positional import LearnedPositionalEmbedding
 from flurka.models.blocks import Block, init_weights
+from flurka.ops.loss import linear_cross_entropy, linear_cross_entropy_reference
 
 
 class GPT(nn.Module):
@@ -35,8 +38,10 @@ class GPT(nn.Module):
         attention="full",
         activation: str = "gelu",  # "gelu_tanh" for GPT-2's own weights
         layer_norm_eps: float = 1e-5,
+        fused_loss: bool = True,
     ) -> None:
         super().__init__()
+        self.fused_loss = fused_loss
         factory = attention_factory(attention)
         self.attention_name = factory_name(factory)
         self.max_len, self.vocab_size, self.d_model = max_len, vocab_size, d_model
@@ -77,12 +82,13 @@ class GPT(nn.Module):
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))
+        h = self.ln_f(x)
+        if labels is not None and self.fused_loss:
+            return {"loss": linear_cross_entropy(h, self.lm_head.weight, labels)}
+        logits = self.lm_head(h)
         out = {"logits": logits}
         if labels is not None:
-            out["loss"] = nn.functional.cross_entropy(
-                logits.float().view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
-            )
+            out["loss"] = linear_cross_entropy_reference(h, self.lm_head.weight, labels)
         return out
 
     def num_params(self, non_embedding: bool = True) -> int:
