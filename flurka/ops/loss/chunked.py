@@ -45,6 +45,7 @@ from torch.autograd.function import once_differentiable
 
 # A chunk's fp32 logits are at most 2**26 elements = 256 MiB.
 _MAX_CHUNK_LOGITS = 2**26
+VOCAB_ALIGN = 64  # the head's rows are padded to a multiple of this (see `forward`)
 # `mm`/`addmm` with an fp32 result for bf16/fp16 inputs (PyTorch ≥ 2.8; CUDA kernels only).
 _HAS_OUT_DTYPE = hasattr(torch.ops.aten.mm, "dtype") and hasattr(torch.ops.aten.addmm, "dtype")
 
@@ -114,7 +115,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         acc = torch.promote_types(compute_dtype, torch.float32)
         need_grad = need_x or need_w
         xc = x.to(compute_dtype)
-        w = weight.to(compute_dtype)
+        # The head padded with zero rows to a multiple of VOCAB_ALIGN: with GPT-2's odd 50257 a logits row is not
+        # 16-byte aligned, and cuBLAS then falls back to sm75 "align1" kernels, measured at 34 of a GPT-2 step's
+        # 86 busy ms on the H200 (nanoGPT pads its vocabulary to 50304 for the same reason). The padded logits
+        # are set to -inf, so they add nothing to the log-sum-exp and get no gradient.
+        v_pad = -(-V // VOCAB_ALIGN) * VOCAB_ALIGN
+        w = weight.new_zeros((v_pad, d), dtype=compute_dtype)
+        w[:V] = weight
 
         valid = labels != ignore_index
         n_valid = valid.sum().to(acc)  # stays on the device: no sync
@@ -124,11 +131,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
         total = torch.zeros((), dtype=acc, device=x.device)
         grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.zeros((V, d), dtype=acc, device=weight.device) if need_w else None
+        grad_w = torch.zeros((v_pad, d), dtype=acc, device=weight.device) if need_w else None
         for s in range(0, T, chunk_tokens):
             e = min(s + chunk_tokens, T)
             x_c, t_c = xc[s:e], safe[s:e]
-            logits = (x_c @ w.T).to(acc)  # [c, V]; a fresh tensor, so the in-place ops below are safe
+            logits = (x_c @ w.T).to(acc)  # [c, v_pad]; a fresh tensor, so the in-place ops below are safe
+            logits[:, V:] = float("-inf")
             lse = torch.logsumexp(logits, dim=1)
             nll = lse - logits.gather(1, t_c).squeeze(1)
             total += torch.where(valid[s:e], nll, torch.zeros_like(nll)).sum()
@@ -149,7 +157,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_w.addmm_(g.T, x_c)
                 else:
                     grad_w += g.T @ x_c
-        ctx.save_for_backward(grad_x, None if grad_w is None else grad_w.to(weight.dtype))
+        ctx.save_for_backward(grad_x, None if grad_w is None else grad_w[:V].to(weight.dtype))
         return total / n_valid
 
     @staticmethod
