@@ -18,7 +18,8 @@ A variant that runs out of memory or fails is recorded with its error and the sw
 
 `--profile` adds, for those points, where the step's time goes (`flurka.bench.timing.profile_step`): the
 device's busy time against the wall time (a step the host's launches pace shows up as a low busy share) and
-the top kernels, in the json and as a section of the table.
+the top kernels, in the json and as a section of the table. `--logits-loss` builds GPT with `fused_loss=False`
+(its loss over all the [B, N, V] logits) to time it against the chunked head.
 
 Writes train.json (rewritten after every point, `"complete": false` until the sweep ends), then train.png
 (tokens/s and peak memory vs N, log axes) and train.md (the tables printed at the end) beside it.

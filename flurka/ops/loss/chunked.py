@@ -130,6 +130,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         safe = torch.where(valid, labels, torch.zeros_like(labels))[:, None]  # ignored rows point at class 0
 
         total = torch.zeros((), dtype=acc, device=x.device)
+        fp32_out = _fp32_out(xc, acc)  # the gradient matmuls' inputs are in the compute dtype, as xc
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros((v_pad, d), dtype=acc, device=weight.device) if need_w else None
         for s in range(0, T, chunk_tokens):
@@ -147,7 +148,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
             p.mul_(grad_scale[s:e, None])  # / n_valid; ignored rows → 0
             g = p.to(compute_dtype)
             del logits, p
-            fp32_out = _fp32_out(g, acc)
             if grad_x is not None:  # copy_ casts to x.dtype
                 grad_x[s:e] = torch.mm(g, w, out_dtype=acc) if fp32_out else g @ w
             if grad_w is not None:
