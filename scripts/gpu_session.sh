@@ -10,7 +10,8 @@
 # table-glue@pretrain-full,cola-full,sst2-full). Each step logs to $OUT/<step>.log; results/ comes back as
 # $OUT/results.tgz (unpack it at the repository root, then commit: the files carry their own provenance).
 #
-# Environment: SEEDS="0 1" runs every table row once per seed (default 0). DEADLINE_S=540 stops the steps when
+# Environment: SEEDS="0 1" runs every table row once per seed (default 0). STREAMS=3 runs a table's rows three at
+# a time on the GPU (run_table.py --streams: mini's small models leave an H200 mostly idle). DEADLINE_S=540 stops the steps when
 # that many seconds have passed (the one running is interrupted, later ones are skipped), so the results and run
 # folders are still packed before the device tool's per-call limit; rows cut short are named missing when the
 # table is rebuilt from the runs (scripts/make_table.py <table>-mini).
@@ -50,15 +51,15 @@ for what in "$@"; do
       for suite in flurka_ablation flurka_vs_flash flurka_rank; do step figures python3 scripts/bench.py "$suite"; done ;;
     tables)
       for table in wikitext103 scfa scfa-mnist scfa-shakespeare uptrain time-budget glue lra wmt imagenet; do
-        step tables python3 scripts/run_table.py "table-$table" --scale mini logger=none trainer.progress=false \
-          --seeds ${SEEDS:-0}
+        step tables python3 scripts/run_table.py "table-$table" --scale mini ${STREAMS:+--streams "$STREAMS"} \
+          logger=none trainer.progress=false --seeds ${SEEDS:-0}
       done ;;
     scaling) step scaling python3 scripts/bench.py distributed ;;  # needs the 2-GPU kind (nvidia-h200-x2)
     table-*)  # table-<name> or table-<name>@row1,row2 (a part of a table; the others' runs are kept)
       rows=${what#*@}; [[ $rows == "$what" ]] && rows=""
       # --seeds last: it takes one or more values and would swallow the overrides after it
-      step tables python3 scripts/run_table.py "${what%%@*}" --scale mini ${rows:+--rows "$rows"} logger=none \
-        trainer.progress=false --seeds ${SEEDS:-0} ;;
+      step tables python3 scripts/run_table.py "${what%%@*}" --scale mini ${rows:+--rows "$rows"} \
+        ${STREAMS:+--streams "$STREAMS"} logger=none trainer.progress=false --seeds ${SEEDS:-0} ;;
     *) echo "unknown step '$what' (tests[@paths], bench, bench-<suite>, figures, tables, table-<name>[@rows], scaling)" >&2
        exit 2 ;;
   esac

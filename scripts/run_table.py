@@ -14,9 +14,12 @@ in earlier calls and rows with no run yet.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
+import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import NamedTuple
@@ -63,6 +66,15 @@ def run(argv: list[str] | None = None) -> TableRun:
     p.add_argument("--runs-root", default="runs")
     p.add_argument("--out", type=Path, help="default: results/<table> at mini, runs/<table>-<scale>-table else")
     p.add_argument("--gpus", type=int, default=8, help="full scale: processes per torchrun command")
+    p.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help="smoke/mini: run the rows in this many processes at once on the one GPU (a row stays with the row "
+        "whose checkpoint it loads); mini's small models leave an H200 mostly idle. Quality is unaffected; "
+        "tokens/s then are not solo speeds, as the summaries (concurrent_runs) and the table's notes say",
+    )
+    p.add_argument("--runs-only", action="store_true", help=argparse.SUPPRESS)  # a stream: its parent builds the table
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
     args = p.parse_intermixed_args(argv)
     spec = TABLES[args.table]
@@ -81,6 +93,27 @@ def run(argv: list[str] | None = None) -> TableRun:
                 cmd = [*launcher, f"experiment={args.table}/{row}", *settings, *where, *args.overrides, f"seed={seed}"]
                 print(" ".join(shlex.quote(c) for c in cmd))
         return TableRun(out=None)
+    if args.streams < 1:
+        raise SystemExit(f"--streams must be at least 1; got {args.streams}")
+    if args.streams > 1:
+        this_call = run_streams(args, rows, where)
+    else:
+        this_call = run_rows(args, spec, rows, where)
+    if args.runs_only:
+        return TableRun(out=None, failed=tuple(this_call))
+    return build_table(args, spec, rows, group, this_call, argv)
+
+
+def row_configs(args: argparse.Namespace, spec, rows: list[str], where: list[str], seed: int):
+    """(row, its composed config) for each row at one seed: the table's settings, then the row's, then the
+    user's (the command line has the last word)."""
+    for row in rows:
+        overrides = [f"experiment={args.table}/{row}", *spec.settings(row, args.scale), *where, *args.overrides]
+        yield row, compose("train", overrides=[*overrides, f"seed={seed}"])
+
+
+def run_rows(args: argparse.Namespace, spec, rows: list[str], where: list[str]) -> list[dict]:
+    """Run the rows one after another in this process; returns the failure records of the rows that failed."""
     # Each row reruns from scratch: its own run folder is cleared just before it runs, and only then, so the
     # group's other rows (earlier calls' parts of the table, with --rows) keep their runs. A row that raises is
     # recorded (failed.json in its folder) and the table goes on; the table names it.
@@ -89,12 +122,8 @@ def run(argv: list[str] | None = None) -> TableRun:
     this_call: list[dict] = []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for seed in args.seeds:
-            for row in rows:
+            for row, cfg in row_configs(args, spec, rows, where, seed):
                 print(f"[{args.table}] {row} seed {seed} ({args.scale})", flush=True)
-                # the table's settings, then the row's, then the user's: the command line has the last word
-                settings = spec.settings(row, args.scale)
-                overrides = [f"experiment={args.table}/{row}", *settings, *where, *args.overrides, f"seed={seed}"]
-                cfg = compose("train", overrides=overrides)
                 run_dir = run_dir_for(cfg, attention="", model="", task="")  # every row names itself (cfg.name)
                 shutil.rmtree(run_dir, ignore_errors=True)
                 base = depends_on_failed(cfg, failed_runs)
@@ -107,6 +136,77 @@ def run(argv: list[str] | None = None) -> TableRun:
                     this_call.append(record_failure(run_dir, row, seed, error))
                     failed_runs.add((row, seed))
                     print(f"[{args.table}] {row} seed {seed} FAILED: {type(error).__name__}: {error}", flush=True)
+    return this_call
+
+
+def stream_groups(costs: dict[str, float], base_of: dict[str, str | None], streams: int) -> list[list[str]]:
+    """Rows split into at most `streams` groups of about equal cost (largest first onto the least loaded group),
+    a row always in the group of the row whose checkpoint it loads, each group in dependency order."""
+
+    def root(row: str) -> str:
+        while base_of.get(row):
+            row = base_of[row]
+        return row
+
+    chains: dict[str, list[str]] = {}
+    for row in costs:  # costs keeps the rows' order, dependencies first
+        chains.setdefault(root(row), []).append(row)
+    groups: list[list[str]] = [[] for _ in range(min(streams, len(chains)))]
+    load = [0.0] * len(groups)
+    for chain in sorted(chains.values(), key=lambda c: -sum(costs[r] for r in c)):
+        i = load.index(min(load))
+        groups[i] += chain
+        load[i] += sum(costs[r] for r in chain)
+    return [dependencies_first(g) for g in groups if g]
+
+
+def run_streams(args: argparse.Namespace, rows: list[str], where: list[str]) -> list[dict]:
+    """Run the rows in `args.streams` child processes of this script at once (each with --rows of its group),
+    their output prefixed with the stream's number; returns the failure records of this call's rows."""
+    spec = TABLES[args.table]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfgs = dict(row_configs(args, spec, rows, where, args.seeds[0]))
+    # a row's cost: the tokens it trains on; its base: the row whose checkpoint it starts from (init.path)
+    costs = {
+        r: float(c.trainer.max_steps * c.trainer.batch_size * (c.task.get("seq_len") or 1)) for r, c in cfgs.items()
+    }
+    init_paths = {r: str(c.get("init", {}).get("path") or "") for r, c in cfgs.items()}
+    base_of = {r: next((b for b in rows if f"/{b}/seed" in path), None) for r, path in init_paths.items()}
+    groups = stream_groups(costs, base_of, args.streams)
+    env = os.environ | {"FLURKA_CONCURRENT_RUNS": str(len(groups))}
+    children = []
+    for i, group_rows in enumerate(groups):
+        cmd = [sys.executable, __file__, args.table, "--scale", args.scale, "--rows", ",".join(group_rows),
+               "--runs-root", args.runs_root, "--runs-only", *args.overrides,
+               "--seeds", *map(str, args.seeds)]  # fmt: skip
+        print(f"[{args.table}] stream {i}: {', '.join(group_rows)}", flush=True)
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        relay = threading.Thread(target=prefix_lines, args=(child.stdout, f"[stream {i}] "), daemon=True)
+        relay.start()
+        children.append((child, relay))
+    try:
+        for child, relay in children:
+            child.wait()
+            relay.join()
+    finally:  # an interrupt reached the children too (one process group): let them unwind, then make sure
+        for child, _ in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.terminate()
+                child.wait()
+    group = f"{args.table}-{args.scale}"
+    return [f for f in collect_failures(args.runs_root, group) if f["name"] in rows and int(f["seed"]) in args.seeds]
+
+
+def prefix_lines(stream, prefix: str) -> None:
+    for line in stream:
+        print(prefix + line, end="", flush=True)
+
+
+def build_table(args: argparse.Namespace, spec, rows: list[str], group: str, this_call: list[dict], argv) -> TableRun:
+    """The table from every run of the group (this call's and earlier calls'), written with its notes."""
+    every_row = rows_of(args.table)
     summaries = [s for s in collect_runs(args.runs_root, group) if s["name"] in every_row]
     expected = sorted(set(rows_of(args.table, args.scale)) | set(rows))  # a table built in parts names the rest
     failed, missing = unfinished_rows(expected, args.seeds, summaries, collect_failures(args.runs_root, group))
@@ -130,7 +230,7 @@ def run(argv: list[str] | None = None) -> TableRun:
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md
     print((out / "table.md").read_text())
-    failed_rows = {row for row, _ in failed_runs}
+    failed_rows = {f["name"] for f in this_call}
     if failed_rows:
         print(f"[{args.table}] {len(failed_rows)} row(s) failed: {', '.join(sorted(failed_rows))}", file=sys.stderr)
     earlier = sorted({f["name"] for f in failed} - failed_rows)

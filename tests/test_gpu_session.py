@@ -52,3 +52,14 @@ def test_one_bench_suite_runs_quick_unless_told_otherwise(tmp_path):
     session(tmp_path, "bench-lightning", BENCH_ARGS="--ns 512")
     log = (tmp_path / "out" / "bench.log").read_text()
     assert "argv ['train', '--quick']" in log and "argv ['lightning', '--ns', '512']" in log
+
+
+def test_streams_reach_every_table_step(tmp_path):
+    script = tmp_path / "scripts" / "run_table.py"
+    script.parent.mkdir()
+    script.write_text("import sys\nprint('argv', sys.argv[1:])\n")
+    session(tmp_path, "table-glue@pretrain-full,cola-full", STREAMS="3", SEEDS="0 1")
+    session(tmp_path, "table-lra")
+    log = (tmp_path / "out" / "tables.log").read_text()
+    assert "'--rows', 'pretrain-full,cola-full', '--streams', '3', " in log and "'--seeds', '0', '1']" in log
+    assert "argv ['table-lra', '--scale', 'mini', 'logger=none'" in log  # no STREAMS: one row at a time

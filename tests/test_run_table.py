@@ -258,3 +258,50 @@ def test_a_smoke_table_says_where_it_went_and_which_data_its_rows_read(tmp_path,
         images = int.from_bytes(f.read(8)[4:8], "big")  # the idx header's item count
     label = f"read: mnist_image ({images - images // 12:,} training examples) from {fixtures}"
     assert label in (out / "table.md").read_text()
+
+
+def test_stream_groups_keep_each_row_with_its_base_and_balance_the_rest():
+    run_table = load_run_table()
+    costs = {"pretrain-full": 10.0, "pretrain-linear": 10.0, "cola-full": 1.0, "cola-linear": 1.0, "sst2-full": 1.0}
+    base_of = {"cola-full": "pretrain-full", "sst2-full": "pretrain-full", "cola-linear": "pretrain-linear"}
+    groups = run_table.stream_groups(costs, base_of, 2)
+    assert sorted(map(sorted, groups)) == [
+        ["cola-full", "pretrain-full", "sst2-full"],
+        ["cola-linear", "pretrain-linear"],
+    ]
+    assert all(g[0].startswith("pretrain-") for g in groups)  # the base runs before the rows that load it
+    assert run_table.stream_groups({"a": 3.0, "b": 2.0, "c": 1.0}, {}, 2) == [["a"], ["b", "c"]]
+    assert run_table.stream_groups({"a": 1.0}, {}, 4) == [["a"]]  # never more streams than rows
+
+
+@pytest.mark.slow
+def test_rows_run_in_parallel_streams_build_one_table_that_says_so(tmp_path, monkeypatch):
+    """--streams 2: two child processes run the rows at once; one table is built from both, and its notes say
+    the runs shared the device (their tokens/s are not solo speeds) and give each column's chance level."""
+    monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))  # ListOps is generated: no data files to read
+    runs = tmp_path / "runs"
+    out = load_run_table().main(
+        [
+            "table-lra",
+            "--scale",
+            "smoke",
+            "--runs-root",
+            str(runs),
+            "--rows",
+            "listops-full,listops-linear",
+            "--streams",
+            "2",
+            "trainer.max_steps=3",
+            "task.seq_len=32",
+            "task.max_length=30",
+        ]
+    )
+    for variant in ("full", "linear"):
+        summary = json.loads((runs / "table-lra-smoke" / f"listops-{variant}" / "seed0" / "summary.json").read_text())
+        assert summary["concurrent_runs"] == 2 and summary["steps"] == 3
+        assert 0 < summary["test_majority_accuracy"] < 1
+    assert {r["name"] for r in json.loads((out / "results.json").read_text())["rows"]} == {"full", "linear"}
+    md = (out / "table.md").read_text()
+    assert (
+        "2 of 2 runs shared the device" in md and "Chance level (always predicting the commonest training label" in md
+    )

@@ -102,7 +102,18 @@ class ArrayClassificationTask:
         if split in self.splits and (np.asarray(self.splits[split]["labels"][:1]) < 0).any():
             raise DataError(f"{self.name}/{split} has no labels (GLUE test sets are unlabelled); evaluate on 'valid'")
         batches = self.eval_batches(split, batch_size, max_batches)
-        return evaluate_predictions(model, batches, self.head, self.metric_fn, device=device, autocast=autocast)
+        out = evaluate_predictions(model, batches, self.head, self.metric_fn, device=device, autocast=autocast)
+        return out | self.majority_baseline(split, None if max_batches is None else max_batches * batch_size)
+
+    def majority_baseline(self, split: str, n: int | None = None) -> dict[str, float]:
+        """The task's metrics for always predicting the most frequent training label, on the same (first `n`)
+        examples of `split`, as `majority_<metric>`: the chance level a score must beat to mean anything (MRPC's
+        F1 is 81 and RTE's accuracy 53 for a model that learned nothing). Empty for regression heads."""
+        if self.head != "classification" or "train" not in self.splits:
+            return {}
+        majority = np.bincount(np.asarray(self.splits["train"]["labels"], dtype=np.int64)).argmax()
+        gold = np.asarray(self.splits[split]["labels"][:n])
+        return {f"majority_{k}": v for k, v in self.metric_fn(np.full_like(gold, majority), gold).items()}
 
 
 def evaluate_predictions(

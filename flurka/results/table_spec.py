@@ -6,6 +6,7 @@ tables — and the notes under it. The tables themselves are in `paper_tables.py
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,13 @@ class Column:
     label: str  # the column header, e.g. "CoLA (MCC)"
     percent: bool = True  # ×100, as the papers print accuracies and correlations
     in_avg: bool = True  # counts toward the "avg" column
+
+    @property
+    def majority_metric(self) -> str:
+        """The summary key of the same metric for always predicting the commonest training label (the task's
+        `majority_baseline`): eval_matthews -> eval_majority_matthews."""
+        split, _, metric = self.metric.partition("_")
+        return f"{split}_majority_{metric}"
 
 
 @dataclass(frozen=True)
@@ -76,9 +84,10 @@ def table_notes(spec: TableSpec, summaries: Rows, rows: Rows, scale: str) -> str
     notes = [f"Scale: {scale}; data: {spec.dataset.get(scale, '?')}" + (f"; read: {read}" if read else "")
              + f"; seeds: {seeds}."]  # fmt: skip
     notes.append(run_sizes(summaries, by_task=spec.columns is not None))
-    subset = evaluation_subset(summaries)
-    if subset:
-        notes.append(subset)
+    for extra in (evaluation_subset(summaries), majority_levels(summaries, spec.columns or []),
+                  shared_gpu(summaries)):  # fmt: skip
+        if extra:
+            notes.append(extra)
     if spec.claims:
         notes.append(spec.claims(rows, floors_at(scale)))
     return "\n\n".join(notes)
@@ -127,6 +136,39 @@ def evaluation_subset(summaries: Rows) -> str:
         return ""
     which = "; ".join(f"{name}: first {cap:,} examples" for name, cap in sorted(capped.items()))
     return f"Evaluated on a subset of the split, not the whole of it (trainer.final_eval_batches): {which}."
+
+
+def majority_levels(summaries: Rows, columns: list[Column]) -> str:
+    """A sentence giving each column's chance level, the score of always predicting the commonest training label
+    on the same examples (from the runs' summaries): a score near it says the model learned little, so a gap
+    between variants there is not a difference in quality. Empty when no run recorded one."""
+    levels = []
+    for col in columns:
+        ours = [s for s in summaries if split_row(s["name"])[0] == col.task]
+        values = {s[col.majority_metric] for s in ours if isinstance(s.get(col.majority_metric), int | float)}
+        if values:
+            value = statistics.fmean(values) * (100.0 if col.percent else 1.0)  # one value unless splits differ
+            levels.append(f"{col.label} {value:.1f}")
+    if not levels:
+        return ""
+    return (
+        "Chance level (always predicting the commonest training label, scored like the runs): "
+        + ", ".join(levels)
+        + ". A column near its chance level does not tell the variants apart."
+    )
+
+
+def shared_gpu(summaries: Rows) -> str:
+    """A sentence for runs that shared their GPU with other runs (run_table.py --streams): their speeds are not
+    those of a run alone, so tokens/s and wall times of such a table are not comparable across tables."""
+    shared = [s for s in summaries if int(s.get("concurrent_runs") or 1) > 1]
+    if not shared:
+        return ""
+    k = max(int(s["concurrent_runs"]) for s in shared)
+    return (
+        f"{len(shared)} of {len(summaries)} runs shared the device with other rows (up to {k} at a time, "
+        "run_table.py --streams): quality is unaffected, but their tokens/s and wall times are not solo speeds."
+    )
 
 
 def split_row(name: str) -> tuple[str, str]:

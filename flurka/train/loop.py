@@ -491,6 +491,8 @@ def train(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         "tokens_per_s_per_device": tokens_per_s / info.world_size if tokens_per_s else None,
         "mfu": mfu(flops_per_token, tokens_per_s or 0.0, info.device, info.world_size),
         "world_size": info.world_size,
+        # >1: other runs shared this GPU (run_table.py --streams), so tokens/s above is not a solo speed
+        "concurrent_runs": int(os.environ.get("FLURKA_CONCURRENT_RUNS") or 1),
         "peak_mem_gb": torch.cuda.max_memory_allocated(info.device) / 2**30 if info.device.type == "cuda" else None,
         "wall_seconds": time.perf_counter() - wall_start,
         "wandb_run_id": wandb_id,

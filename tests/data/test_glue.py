@@ -117,6 +117,19 @@ def test_official_metrics_per_task():
         cola.evaluate(ConstantModel(1), "test", batch_size=5)
 
 
+def test_majority_baseline_is_the_score_of_always_predicting_the_commonest_training_label():
+    for name in ("cola", "mrpc", "rte"):
+        task = build(name)
+        majority = int(np.bincount(np.asarray(task.splits["train"]["labels"])).argmax())
+        scored = task.evaluate(ConstantModel(majority), "valid", batch_size=5)  # the model's path
+        for key in [k for k in scored if not k.startswith(("majority_", "loss"))]:
+            assert scored[f"majority_{key}"] == pytest.approx(scored[key]), (name, key)
+        capped = task.evaluate(ConstantModel(1 - majority), "valid", batch_size=2, max_batches=1)
+        assert capped["majority_accuracy"] == pytest.approx(np.mean(task.splits["valid"]["labels"][:2] == majority))
+    regression = build("stsb").evaluate(ConstantModel(regression=True), "valid", batch_size=5)
+    assert not any(k.startswith("majority_") for k in regression)  # no training label to be the commonest
+
+
 def test_published_checksums_reject_the_fixtures(monkeypatch):
     monkeypatch.setitem(
         files.PUBLISHED,

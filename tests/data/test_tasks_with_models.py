@@ -28,7 +28,9 @@ def test_glue_task_with_bert():
     out = model(**task.train_batch(0, 4, seed=0))
     out["loss"].backward()
     result = task.evaluate(model, "valid", batch_size=5)
-    assert set(result) == {"loss", "f1", "accuracy"} and 0 <= result["accuracy"] <= 1
+    assert (
+        set(result) == {"loss", "f1", "accuracy", "majority_f1", "majority_accuracy"} and 0 <= result["accuracy"] <= 1
+    )
     assert result["loss"] == pytest.approx(math.log(2), abs=0.3)  # an untrained 2-way classifier
 
 
@@ -80,4 +82,4 @@ def test_listops_with_bert_classifier():
     task = build_listops(seq_len=32, num_train=6, num_valid=2, num_test=2, min_length=10, max_length=60)
     model = BERT(**task.model_kwargs(), **SMALL)
     model(**task.train_batch(0, 3, seed=0))["loss"].backward()
-    assert set(task.evaluate(model, "valid", batch_size=2)) == {"loss", "accuracy"}
+    assert set(task.evaluate(model, "valid", batch_size=2)) == {"loss", "accuracy", "majority_accuracy"}
