@@ -20,7 +20,7 @@ from pathlib import Path
 
 from flurka.results.index import write_index
 from flurka.results.paper_tables import TABLES, find_table, rows_of, table_out
-from flurka.results.table_spec import table_notes, table_rows
+from flurka.results.table_spec import chance_levels, table_notes, table_rows
 from flurka.results.tables import (
     WandbUnavailableError,
     aggregate,
@@ -58,10 +58,11 @@ def main(argv: list[str] | None = None) -> Path:
         where = f"W&B {args.from_wandb}" if args.from_wandb else f"{args.runs_root}/{args.group}/*/seed*/summary.json"
         raise SystemExit(f"no finished runs found in {where}")
     table = find_table(args.group)
-    failed, missing = [], []
+    failed, missing, chance = [], [], None
     if table is not None and not args.metrics:
         spec = TABLES[table[0]]
         rows, shown = table_rows(spec, summaries)
+        chance = chance_levels(summaries, spec.columns or [])
         notes = "\n\n".join(n for n in (args.notes, table_notes(spec, summaries, rows, table[1])) if n)
         title, paper = args.title or spec.title, spec.paper
         if not args.from_wandb:  # a partial group (a table built over several calls) names what it lacks
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> Path:
         failed=failed,
         missing=missing,
         summaries=summaries,
+        chance=chance,
     )
     if args.out is None and table is not None and table[1] == "mini":
         write_index()  # results/README.md lists the table

@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 
 from flurka.results.index import write_index
 from flurka.results.paper_tables import TABLES, dependencies_first, rows_of, table_out
-from flurka.results.table_spec import table_notes, table_rows
+from flurka.results.table_spec import chance_levels, table_notes, table_rows
 from flurka.results.tables import (
     collect_failures,
     collect_runs,
@@ -226,6 +226,7 @@ def build_table(args: argparse.Namespace, spec, rows: list[str], group: str, thi
         failed=failed,
         missing=missing,
         summaries=summaries,
+        chance=chance_levels(summaries, spec.columns or []),
     )
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md

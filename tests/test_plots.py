@@ -71,3 +71,14 @@ def test_one_seed_draws_no_error_bars_and_a_missing_value_is_no_bar():
     ax = table_figure(rows, ["acc"], "t").axes[0]
     assert _bars(ax).errorbar is None
     assert "no value" in [t.get_text().strip() for t in ax.texts]
+
+
+def test_a_chance_level_is_a_line_on_its_own_panel_only():
+    rows = [
+        {"name": "full", "n_seeds": 1, "ListOps": 36.0, "avg": 36.0},
+        {"name": "linear", "n_seeds": 1, "ListOps": 30.0, "avg": 30.0},
+    ]
+    fig = table_figure(rows, ["ListOps", "avg"], "LRA", chance={"ListOps": 16.1})
+    listops, avg = fig.axes[:2]
+    assert [line.get_xdata()[0] for line in listops.get_lines()] == [16.1]
+    assert avg.get_lines() == []

@@ -12,6 +12,7 @@ from pathlib import Path
 from flurka.results.claims import (
     LRA_PAPER,
     flurka_vs_constituents,
+    glue_claims,
     lra_claims,
     scfa_speed_and_quality,
     time_budget_claim,
@@ -255,7 +256,7 @@ TABLES: dict[str, TableSpec] = {
             "mini": ["scale=mini", "task.seq_len=128", "trainer.eval_every=0"],
             "full": ["scale=full", "task.seq_len=128", "model=bert_base"],
         },
-        claims=flurka_vs_constituents("avg", lower_is_better=False),
+        claims=glue_claims,
         row_overrides=task_row_overrides,
         columns=GLUE_COLUMNS,
         row_filter=rows_at_scale("table-glue"),

@@ -28,8 +28,9 @@ def plotted_metrics(rows: list[dict[str, Any]], metrics: list[str]) -> list[str]
     return [m for m in metrics if any(_value(r, m) is not None for r in rows)]
 
 
-def table_figure(rows: list[dict[str, Any]], metrics: list[str], title: str):
-    """A matplotlib Figure: a panel per plotted metric, rows top to bottom in table order."""
+def table_figure(rows: list[dict[str, Any]], metrics: list[str], title: str, chance: dict[str, float] | None = None):
+    """A matplotlib Figure: a panel per plotted metric, rows top to bottom in table order; a dashed line at a
+    metric's chance level where `chance` gives one (so a bar at chance reads as such)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,6 +63,9 @@ def table_figure(rows: list[dict[str, Any]], metrics: list[str], title: str):
         ax.set_yticks(positions, names, fontsize=9)
         ax.invert_yaxis()  # the first table row on top, as in table.md
         ax.set_title(metric, fontsize=10)
+        if chance and metric in chance:
+            ax.axvline(chance[metric], color="#C44E52", linestyle="--", linewidth=1.2)
+            ax.text(chance[metric], -0.6, " chance", color="#C44E52", fontsize=8, va="bottom")
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # few ticks: wide numbers (tokens/s) never touch
@@ -74,13 +78,19 @@ def table_figure(rows: list[dict[str, Any]], metrics: list[str], title: str):
     return fig
 
 
-def save_table_plot(path: str | Path, rows: list[dict[str, Any]], metrics: list[str], title: str) -> Path | None:
+def save_table_plot(
+    path: str | Path,
+    rows: list[dict[str, Any]],
+    metrics: list[str],
+    title: str,
+    chance: dict[str, float] | None = None,
+) -> Path | None:
     """Write the figure to `path` (PNG); None when no metric has a number to draw."""
     if not rows or not plotted_metrics(rows, metrics):
         return None
     import matplotlib.pyplot as plt
 
-    fig = table_figure(rows, metrics, title)
+    fig = table_figure(rows, metrics, title, chance)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return Path(path)

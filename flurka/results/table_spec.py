@@ -138,22 +138,28 @@ def evaluation_subset(summaries: Rows) -> str:
     return f"Evaluated on a subset of the split, not the whole of it (trainer.final_eval_batches): {which}."
 
 
-def majority_levels(summaries: Rows, columns: list[Column]) -> str:
-    """A sentence giving each column's chance level, the score of always predicting the commonest training label
-    on the same examples (from the runs' summaries): a score near it says the model learned little, so a gap
-    between variants there is not a difference in quality. Empty when no run recorded one."""
-    levels = []
+def chance_levels(summaries: Rows, columns: list[Column]) -> dict[str, float]:
+    """Each column's chance level (by its label, scaled as the column): the score of always predicting the
+    commonest training label on the same examples, from the runs' summaries (`majority_*`). Columns whose runs
+    recorded none (regression, perplexity, older runs) are left out."""
+    levels = {}
     for col in columns:
         ours = [s for s in summaries if split_row(s["name"])[0] == col.task]
         values = {s[col.majority_metric] for s in ours if isinstance(s.get(col.majority_metric), int | float)}
-        if values:
-            value = statistics.fmean(values) * (100.0 if col.percent else 1.0)  # one value unless splits differ
-            levels.append(f"{col.label} {value:.1f}")
+        if values:  # one value unless runs scored different splits
+            levels[col.label] = statistics.fmean(values) * (100.0 if col.percent else 1.0)
+    return levels
+
+
+def majority_levels(summaries: Rows, columns: list[Column]) -> str:
+    """The sentence under a task table giving each column's chance level: a score near it says the model learned
+    little, so a gap between variants there is not a difference in quality. Empty when no run recorded one."""
+    levels = chance_levels(summaries, columns)
     if not levels:
         return ""
     return (
         "Chance level (always predicting the commonest training label, scored like the runs): "
-        + ", ".join(levels)
+        + ", ".join(f"{label} {value:.1f}" for label, value in levels.items())
         + ". A column near its chance level does not tell the variants apart."
     )
 

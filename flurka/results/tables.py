@@ -192,11 +192,13 @@ def write_table(
     failed: list[dict[str, Any]] | None = None,
     missing: list[dict[str, Any]] | None = None,
     summaries: list[dict[str, Any]] | None = None,
+    chance: dict[str, float] | None = None,
 ) -> Path:
     """results.json (DESIGN.md schema), table.md (with `notes` under the table), table.csv, and table.png (a
     panel per metric column, flurka.results.plots). `failed` / `missing`: the rows without a result (see
     `unfinished_rows`), named in results.json and table.md. `summaries`: the runs behind the rows, whose own
-    provenance (GPU, commit, versions) goes into results.json as "runs" and into table.md."""
+    provenance (GPU, commit, versions) goes into results.json as "runs" and into table.md. `chance`: a column's
+    chance level (table_spec.chance_levels), drawn as a line on its panel."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     failed, missing = failed or [], missing or []
@@ -221,7 +223,7 @@ def write_table(
         )
     from flurka.results.plots import save_table_plot  # plots imports format_value from here
 
-    save_table_plot(out / "table.png", rows, metrics, title)
+    save_table_plot(out / "table.png", rows, metrics, title, chance=chance)
     return out
 
 
