@@ -86,3 +86,23 @@ def test_a_pivoted_average_carries_a_spread_estimated_from_its_columns():
             for t, m, s in (("cola", "eval_matthews", 0.03), ("stsb", "eval_spearman", 0.04))]  # fmt: skip
     (line,) = pivot(rows, GLUE_COLUMNS)
     assert line["avg_spread"] == pytest.approx(math.hypot(3.0, 4.0) / 2)  # percent points, two columns
+
+
+def test_glue_claims_compare_both_constituents_on_fine_tuning_and_on_pre_training():
+    """Each FLuRKA variant against its kernel method and Linformer, on the GLUE average and on the masked-LM
+    perplexity of the encoder it was fine-tuned from (lower is better there); chance levels in the notes."""
+    spec, summaries = TABLES["table-glue"], []
+    ppl = {"linear": 300.0, "linformer": 340.0, "flurka_rnn": 100.0}
+    for variant, score in (("linear", 0.6), ("linformer", 0.7), ("flurka_rnn", 0.65)):
+        for seed, jitter in ((0, 0.0), (1, 0.002)):
+            summaries.append({"name": f"pretrain-{variant}", "seed": seed, "eval_ppl": ppl[variant] + jitter})
+            summaries.append({"name": f"rte-{variant}", "seed": seed, "eval_accuracy": score + jitter,
+                              "eval_majority_accuracy": 0.527})  # fmt: skip
+    rows, _ = table_rows(spec, summaries)
+    text = table_notes(spec, summaries, rows, "mini")
+    fine, _, pre = text.partition("Measured masked-LM perplexity of the pre-trained encoders (lower is better):")
+    assert "flurka_rnn 65.100 vs linear 60.100" in fine and "supported" in fine.split("vs linear")[1].split("\n")[0]
+    assert "flurka_rnn 65.100 vs linformer 70.100" in fine and "contradicted" in fine.split("vs linformer")[1]
+    assert "flurka_rnn 100.001 vs linear 300.001 (-66.7%): supported" in pre
+    assert "flurka_rnn 100.001 vs linformer 340.001 (-70.6%): supported" in pre
+    assert "Chance level (always predicting the commonest training label, scored like the runs): RTE (acc) 52.7" in text
