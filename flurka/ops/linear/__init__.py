@@ -5,6 +5,9 @@
 See `reference.py` for the exact math, the state layout and the eps policy. Backends: "torch" (the chunked
 PyTorch path in `chunked.py`, any device, autograd), "triton" (our kernels, `triton_linear.py`), "auto" (Triton on
 CUDA, torch elsewhere).
+
+Both backends trace under `torch.compile(fullgraph=True)`: the torch path is plain PyTorch, the Triton path runs
+its kernels inside torch.library custom ops (`custom_ops.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from flurka.ops.linear.chunked import linear_attention_chunked
 from flurka.ops.linear.reference import linear_attention_parallel, linear_attention_recurrent
 
 
-@torch.compiler.disable
 def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
