@@ -7,14 +7,16 @@ N = 1k, 4k, 8k, 16k at a constant 16k tokens per step (batch = 16384 / N), bf16 
 what the trainer's is (`flurka.train.loop`): forward, backward, gradient clipping at 1.0, AdamW step; a few
 warm-up steps (compiles, autotuning) are excluded and each timed step is CUDA-synchronised
 (`flurka.bench.timing.step_times_ms`), the median reported. `full` also runs under `torch.compile` as an extra
-row (impl `sdpa+compile`; off under `--quick`, whose compiles would take most of its time).
+row (impl `sdpa+compile`; off under `--quick`, whose compiles would take most of its time); `--compile VARIANT ...`
+names the variants to time compiled as well (the kernel-attention layers trace whole: tests/attention/test_compile.py).
 
 Each row: tokens/s, achieved model TFLOP/s, MFU and peak memory. FLOPs follow the trainer: 3 × the model's
 forward FLOPs (`GPT.flops_per_sequence`: each attention variant's own `flops()`, the MLPs and the LM head;
 matmul FLOPs only, causal attention counted at half), over the GPU's dense bf16 peak (`flurka.train.throughput`).
 A variant that runs out of memory or fails is recorded with its error and the sweep goes on.
 
-    python scripts/bench.py train [--quick] [--dry-run] [--profile VARIANT[@N] ...] [--out results/speed/train.json]
+    python scripts/bench.py train [--quick] [--dry-run] [--compile VARIANT ...] [--profile VARIANT[@N] ...]
+        [--out results/speed/train.json]
 
 `--profile` adds, for those points, where the step's time goes (`flurka.bench.timing.profile_step`): the
 device's busy time against the wall time (a step the host's launches pace shows up as a low busy share) and
@@ -66,7 +68,7 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "scfa_qk": {"drop": 0.5},
 }
 VARIANTS = {name: {**options, "backend": "auto"} for name, options in _OPTIONS.items()}
-COMPILED = "full"  # the variant that also runs under torch.compile
+COMPILED = "full"  # the variant that also runs under torch.compile unless --compile names others
 FLOP_CONVENTION = (
     "model FLOPs = 3 x forward FLOPs (GPT.flops_per_sequence: each attention variant's own flops(), MLPs, LM head; "
     "matmul FLOPs only, causal attention at half; embeddings and element-wise work not counted), as the trainer's "
@@ -212,14 +214,14 @@ def measure(name: str, n: int, setup: Setup, *, compiled: bool = False, profile:
     return row
 
 
-def planned(setup: Setup, variants: list[str], compiled: bool) -> list[tuple[str, int, bool]]:
+def planned(setup: Setup, variants: list[str], compiled: list[str]) -> list[tuple[str, int, bool]]:
     """(variant, N, compiled) in sweep order: every variant at a length before the next length, so a run cut
-    short (or over budget) has compared all variants at the lengths it reached."""
+    short (or over budget) has compared all variants at the lengths it reached; the `compiled` variants (those
+    of `variants`) again under torch.compile after the eager ones of that length."""
     jobs = []
     for n in setup.lengths:
         jobs += [(name, n, False) for name in variants]
-        if compiled and COMPILED in variants:
-            jobs.append((COMPILED, n, True))
+        jobs += [(name, n, True) for name in compiled if name in variants]
     return jobs
 
 
@@ -368,10 +370,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument(
         "--compile",
-        action=argparse.BooleanOptionalAction,
+        nargs="*",
+        metavar="VARIANT",
+        choices=list(VARIANTS),
         default=None,
-        help=f"also time {COMPILED} under torch.compile (default: on, but off with --quick, --dry-run)",
+        help=f"also time these variants under torch.compile (no names: {COMPILED}; default: {COMPILED}, but none "
+        "with --quick or --dry-run, whose compile times would take most of the run)",
     )
+    p.add_argument("--no-compile", action="store_true", help="time no variant under torch.compile")
     p.add_argument("--budget-s", type=float, default=None,
                    help="stop starting points after this many seconds; the rest are recorded as skipped "
                    "(default: 200 with --quick, so it fits one 10-minute device call with room to spare)")  # fmt: skip
@@ -386,7 +392,12 @@ def main(argv: list[str] | None = None) -> None:
     setup = make_setup(dry_run=args.dry_run, quick=args.quick)
     if args.logits_loss:
         setup = replace(setup, model={**setup.model, "fused_loss": False})
-    compiled = args.compile if args.compile is not None else not (args.quick or args.dry_run)
+    if args.no_compile:
+        compiled = []
+    elif args.compile is not None:
+        compiled = args.compile or [COMPILED]
+    else:
+        compiled = [] if args.quick or args.dry_run else [COMPILED]
     budget = args.budget_s if args.budget_s is not None else (200.0 if args.quick else None)
     jobs = planned(setup, args.variants, compiled)
     print(f"[train] {len(jobs)} points on {setup.device}; {setup.flops}", flush=True)

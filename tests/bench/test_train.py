@@ -90,9 +90,12 @@ def test_points_over_the_budget_are_recorded_as_skipped(tmp_path):
 
 def test_compiled_row_is_planned_per_length_after_the_variants():
     setup = train.make_setup(dry_run=False, quick=False)
-    jobs = train.planned(setup, ["full", "flash"], compiled=True)
+    jobs = train.planned(setup, ["full", "flash"], compiled=["full"])
     assert jobs[:3] == [("full", 1024, False), ("flash", 1024, False), ("full", 1024, True)]
-    assert len(jobs) == 12 and len(train.planned(setup, ["flash"], compiled=True)) == 4
+    assert len(jobs) == 12 and len(train.planned(setup, ["flash"], compiled=["full"])) == 4
+    both = train.planned(setup, ["full", "flurka_rnn"], compiled=["full", "flurka_rnn"])
+    assert both[:4] == [("full", 1024, False), ("flurka_rnn", 1024, False), ("full", 1024, True),
+                        ("flurka_rnn", 1024, True)]  # fmt: skip
 
 
 def test_the_compiled_row_says_so_and_compiles_the_model_it_times(monkeypatch):
@@ -124,3 +127,14 @@ def test_profile_names_must_be_variants_of_the_sweep():
         train.profile_filter(["lightning"], ["full", "flurka_rnn"])
     with pytest.raises(SystemExit, match="must be a number"):
         train.profile_filter(["full@1k"], ["full"])
+
+
+def test_compile_names_the_variants_timed_compiled_as_well(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda model: model)  # the plan is under test, not the compiler
+    out = tmp_path / "train.json"
+    train.main(["--dry-run", "--variants", "full", "flurka_rnn", "--compile", "flurka_rnn", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["variant"] for r in rows if r["compiled"]} == {"flurka_rnn"}
+    assert sum(not r["compiled"] for r in rows) == 4  # both variants eager at both dry-run lengths
+    train.main(["--dry-run", "--variants", "full", "--out", str(out)])
+    assert not any(r["compiled"] for r in json.loads(out.read_text())["rows"])  # a dry run compiles nothing
