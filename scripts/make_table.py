@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> Path:
     if table is not None and not args.metrics:
         spec = TABLES[table[0]]
         rows, shown = table_rows(spec, summaries)
-        chance = chance_levels(summaries, spec.columns or [])
+        chance = chance_levels(spec, summaries)
         notes = "\n\n".join(n for n in (args.notes, table_notes(spec, summaries, rows, table[1])) if n)
         title, paper = args.title or spec.title, spec.paper
         if not args.from_wandb:  # a partial group (a table built over several calls) names what it lacks

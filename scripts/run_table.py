@@ -226,7 +226,7 @@ def build_table(args: argparse.Namespace, spec, rows: list[str], group: str, thi
         failed=failed,
         missing=missing,
         summaries=summaries,
-        chance=chance_levels(summaries, spec.columns or []),
+        chance=chance_levels(spec, summaries),
     )
     if args.scale == "mini" and args.out is None:
         write_index()  # results/README.md

@@ -106,3 +106,17 @@ def test_glue_claims_compare_both_constituents_on_fine_tuning_and_on_pre_trainin
     assert "flurka_rnn 100.001 vs linear 300.001 (-66.7%): supported" in pre
     assert "flurka_rnn 100.001 vs linformer 340.001 (-70.6%): supported" in pre
     assert "Chance level (always predicting the commonest training label, scored like the runs): RTE (acc) 52.7" in text
+
+
+def test_a_table_without_task_columns_gives_its_metrics_chance_level_too():
+    from flurka.results.table_spec import chance_levels
+
+    spec = TABLES["table-imagenet"]
+    summaries = [{"name": v, "seed": 0, "eval_accuracy": a, "eval_majority_accuracy": 0.1135, "tokens_per_s": 1e5}
+                 for v, a in (("full", 0.97), ("linear", 0.95))]  # fmt: skip
+    assert chance_levels(spec, summaries) == {"eval_accuracy": 0.1135}  # speed has no chance level
+    rows, _ = table_rows(spec, summaries)
+    assert (
+        "Chance level (always predicting the commonest training label, scored like the runs): eval_accuracy 0.114"
+        in (table_notes(spec, summaries, rows, "mini"))
+    )

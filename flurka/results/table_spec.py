@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flurka.results.noise import NoiseFloor, floors_at
-from flurka.results.tables import aggregate
+from flurka.results.tables import aggregate, format_value
 
 Rows = list[dict[str, Any]]
 
@@ -30,10 +30,14 @@ class Column:
 
     @property
     def majority_metric(self) -> str:
-        """The summary key of the same metric for always predicting the commonest training label (the task's
-        `majority_baseline`): eval_matthews -> eval_majority_matthews."""
-        split, _, metric = self.metric.partition("_")
-        return f"{split}_majority_{metric}"
+        return majority_key(self.metric)
+
+
+def majority_key(metric: str) -> str:
+    """The summary key of the same metric for always predicting the commonest training label (the task's
+    `majority_baseline`): eval_matthews -> eval_majority_matthews."""
+    split, _, name = metric.partition("_")
+    return f"{split}_majority_{name}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def table_notes(spec: TableSpec, summaries: Rows, rows: Rows, scale: str) -> str
     notes = [f"Scale: {scale}; data: {spec.dataset.get(scale, '?')}" + (f"; read: {read}" if read else "")
              + f"; seeds: {seeds}."]  # fmt: skip
     notes.append(run_sizes(summaries, by_task=spec.columns is not None))
-    for extra in (evaluation_subset(summaries), majority_levels(summaries, spec.columns or []),
+    for extra in (evaluation_subset(summaries), majority_levels(spec, summaries),
                   shared_gpu(summaries)):  # fmt: skip
         if extra:
             notes.append(extra)
@@ -138,28 +142,29 @@ def evaluation_subset(summaries: Rows) -> str:
     return f"Evaluated on a subset of the split, not the whole of it (trainer.final_eval_batches): {which}."
 
 
-def chance_levels(summaries: Rows, columns: list[Column]) -> dict[str, float]:
-    """Each column's chance level (by its label, scaled as the column): the score of always predicting the
-    commonest training label on the same examples, from the runs' summaries (`majority_*`). Columns whose runs
-    recorded none (regression, perplexity, older runs) are left out."""
+def chance_levels(spec: TableSpec, summaries: Rows) -> dict[str, float]:
+    """Each column's chance level (by its label, scaled as the column; by metric name in a table without task
+    columns): the score of always predicting the commonest training label on the same examples, from the runs'
+    summaries (`majority_*`). Columns whose runs recorded none (regression, perplexity, speed) are left out."""
+    columns = spec.columns or [Column("", m, m, percent=False) for m in spec.metrics]
     levels = {}
     for col in columns:
-        ours = [s for s in summaries if split_row(s["name"])[0] == col.task]
+        ours = [s for s in summaries if not col.task or split_row(s["name"])[0] == col.task]
         values = {s[col.majority_metric] for s in ours if isinstance(s.get(col.majority_metric), int | float)}
         if values:  # one value unless runs scored different splits
             levels[col.label] = statistics.fmean(values) * (100.0 if col.percent else 1.0)
     return levels
 
 
-def majority_levels(summaries: Rows, columns: list[Column]) -> str:
-    """The sentence under a task table giving each column's chance level: a score near it says the model learned
+def majority_levels(spec: TableSpec, summaries: Rows) -> str:
+    """The sentence under a table giving each column's chance level: a score near it says the model learned
     little, so a gap between variants there is not a difference in quality. Empty when no run recorded one."""
-    levels = chance_levels(summaries, columns)
+    levels = chance_levels(spec, summaries)
     if not levels:
         return ""
     return (
         "Chance level (always predicting the commonest training label, scored like the runs): "
-        + ", ".join(f"{label} {value:.1f}" for label, value in levels.items())
+        + ", ".join(f"{label} {format_value(value)}" for label, value in levels.items())
         + ". A column near its chance level does not tell the variants apart."
     )
 
