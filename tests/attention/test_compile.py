@@ -57,3 +57,20 @@ def test_a_compiled_causal_layer_matches_eager_with_gradients(name, backend):
     (g1,) = torch.autograd.grad(y1.square().sum(), x)
     torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run through the device tool)")
+@pytest.mark.parametrize("name", ["linear", "flurka_rnn", "lightning", "flurka_performer"])
+def test_an_inductor_compiled_causal_layer_matches_eager_on_the_gpu(name):
+    """The GPU path (our Triton kernels through the custom ops, Inductor around them) at a model's size, fp32."""
+    torch.manual_seed(0)
+    options = {"downsample_len": 64} if name.startswith("flurka") else {}
+    att = build_attention(name, 256, 4, causal=True, max_len=1024, backend="auto", **options).cuda()
+    x = torch.randn(2, 1024, 256, device="cuda", requires_grad=True)
+    y0 = att(x)
+    (g0,) = torch.autograd.grad(y0.square().mean(), x)
+    y1 = torch.compile(att)(x)
+    (g1,) = torch.autograd.grad(y1.square().mean(), x)
+    torch.testing.assert_close(y1, y0, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(g1, g0, rtol=2e-3, atol=2e-3 * g0.abs().max().item())
