@@ -173,6 +173,7 @@ def run_streams(args: argparse.Namespace, rows: list[str], where: list[str]) -> 
     init_paths = {r: str(c.get("init", {}).get("path") or "") for r, c in cfgs.items()}
     base_of = {r: next((b for b in rows if f"/{b}/seed" in path), None) for r, path in init_paths.items()}
     groups = stream_groups(costs, base_of, args.streams)
+    prepare_tasks(args.table, cfgs.values())
     env = os.environ | {"FLURKA_CONCURRENT_RUNS": str(len(groups))}
     children = []
     for i, group_rows in enumerate(groups):
@@ -197,6 +198,30 @@ def run_streams(args: argparse.Namespace, rows: list[str], where: list[str]) -> 
                 child.wait()
     group = f"{args.table}-{args.scale}"
     return [f for f in collect_failures(args.runs_root, group) if f["name"] in rows and int(f["seed"]) in args.seeds]
+
+
+def prepare_tasks(table: str, cfgs) -> None:
+    """Build each distinct task of the rows once, here, before the streams start: what a task derives from its
+    data (a trained tokenizer, token arrays, regenerated ListOps: minutes the first time) is then cached once,
+    not built by every stream at the same time. A task that fails to build is left to its rows, which record
+    the failure as they would without streams."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from flurka.train.loop import check_config
+
+    built = set()
+    for cfg in cfgs:
+        key = OmegaConf.to_yaml(cfg.task)
+        if key in built:
+            continue
+        built.add(key)
+        try:
+            check_config(OmegaConf.to_container(cfg, resolve=True))  # the data's verify mode, as train() sets it
+            task = instantiate(cfg.task)
+            print(f"[{table}] prepared task {task.name}", flush=True)
+        except Exception as error:  # the rows of this task fail and say why; the others go on
+            print(f"[{table}] could not prepare {cfg.task._target_}: {type(error).__name__}: {error}", flush=True)
 
 
 def prefix_lines(stream, prefix: str) -> None:

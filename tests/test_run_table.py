@@ -275,7 +275,7 @@ def test_stream_groups_keep_each_row_with_its_base_and_balance_the_rest():
 
 
 @pytest.mark.slow
-def test_rows_run_in_parallel_streams_build_one_table_that_says_so(tmp_path, monkeypatch):
+def test_rows_run_in_parallel_streams_build_one_table_that_says_so(tmp_path, monkeypatch, capsys):
     """--streams 2: two child processes run the rows at once; one table is built from both, and its notes say
     the runs shared the device (their tokens/s are not solo speeds) and give each column's chance level."""
     monkeypatch.setenv("FLURKA_CACHE", str(tmp_path / "cache"))  # ListOps is generated: no data files to read
@@ -305,3 +305,4 @@ def test_rows_run_in_parallel_streams_build_one_table_that_says_so(tmp_path, mon
     assert (
         "2 of 2 runs shared the device" in md and "Chance level (always predicting the commonest training label" in md
     )
+    assert capsys.readouterr().out.count("[table-lra] prepared task listops") == 1  # built once, before the streams
