@@ -49,7 +49,7 @@ smoke: install ## one tiny training run per attention variant on CPU (repeatable
 # ---- speed figures (GPU): each writes results/speed/<suite>.json with provenance and a PNG beside it; the FLuRKA
 # figures write results/flurka_speed/<figure>/ (results.json, results.csv, results.png, table.md). Each rewrites its
 # JSON after every measured point ("complete": false until the sweep ends): a run cut short keeps what it measured
-bench-flash: install ## FlashAttention kernel vs SDPA and the naive path (GPU)
+bench-flash: install ## FlashAttention kernel vs SDPA cuDNN, SDPA flash (FA2) and the naive path, one run (GPU)
 	$(BIN)/python scripts/bench.py flash
 
 fig-scfa-runtime: install ## SCFA runtime figure: hash / QK-drop sweeps vs flash (GPU)

@@ -1,0 +1,46 @@
+"""The flash speed suite's bookkeeping on CPU (the timing itself needs the GPU): every SDPA backend is a named
+implementation beside ours, a backend without a kernel for a point is recorded as unavailable (never a number),
+and the printed ratios are ours over each backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from flurka.bench import flash
+
+
+def _rows(n_tflops: dict[tuple[str, int], float | None]) -> list[dict]:
+    rows = []
+    for (impl, n), tf in n_tflops.items():
+        ms = None if tf is None else 1.0
+        row = flash._row(impl, "fwd", 16384 // n, n, 64, True, ms, "" if ms else "No available kernel")
+        rows.append(row | ({"tflops": tf} if tf is not None else {}))
+    return rows
+
+
+def test_ours_is_compared_with_each_sdpa_backend_from_2k_and_at_1k():
+    tf = {("triton", 1024): 240.0, ("sdpa_cudnn", 1024): 300.0, ("sdpa_flash", 1024): 200.0,
+          ("triton", 2048): 450.0, ("sdpa_cudnn", 2048): 500.0, ("sdpa_flash", 2048): 300.0,
+          ("triton", 4096): 480.0, ("sdpa_cudnn", 4096): 480.0, ("sdpa_flash", 4096): 320.0}  # fmt: skip
+    lines = flash.speedup_lines(_rows(tf))
+    assert lines == [
+        "D=64 causal=True fwd: ours/SDPA cuDNN for N>=2k: min 0.90 geomean 0.95, at 1k 0.80",
+        "D=64 causal=True fwd: ours/SDPA flash (FA2) for N>=2k: min 1.50 geomean 1.50, at 1k 1.20",
+    ]
+
+
+def test_an_unavailable_backend_is_a_row_without_numbers_and_out_of_the_ratios(tmp_path):
+    rows = _rows({("triton", 2048): 450.0, ("sdpa_cudnn", 2048): None, ("sdpa_flash", 2048): 300.0})
+    cudnn = next(r for r in rows if r["impl"] == "sdpa_cudnn")
+    assert cudnn["status"] == "unavailable" and cudnn["ms"] is None and cudnn["tflops"] is None
+    assert cudnn["error"] == "No available kernel"
+    assert flash.speedup_lines(rows) == ["D=64 causal=True fwd: ours/SDPA flash (FA2) for N>=2k: min 1.50 geomean 1.50"]
+    flash.plot(rows, tmp_path / "flash.png")  # the plot draws what was measured and skips the rest
+    assert (tmp_path / "flash.png").stat().st_size > 0
+
+
+def test_the_default_run_has_every_implementation_and_unknown_ones_are_refused():
+    assert flash.DEFAULT_IMPLS.split(",") == list(flash.LABELS) == ["triton", "sdpa_cudnn", "sdpa_flash", "torch"]
+    assert set(flash._impls(causal=True)) == set(flash.LABELS)
+    with pytest.raises(SystemExit, match="unknown --impls \\['sdpa'\\]; valid: triton, sdpa_cudnn"):
+        flash.main(["--impls", "triton,sdpa"])
