@@ -44,3 +44,21 @@ def test_the_default_run_has_every_implementation_and_unknown_ones_are_refused()
     assert set(flash._impls(causal=True)) == set(flash.LABELS)
     with pytest.raises(SystemExit, match="unknown --impls \\['sdpa'\\]; valid: triton, sdpa_cudnn"):
         flash.main(["--impls", "triton,sdpa"])
+
+
+def test_the_scfa_figure_draws_both_sdpa_backends_beside_our_flash(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from flurka.bench import scfa
+
+    drawn = []
+    monkeypatch.setattr(plt.Figure, "savefig", lambda fig, path, **kw: drawn.append(fig))
+    flash_ms = {"triton": 2.0, "sdpa_cudnn": 1.5, "sdpa_flash": 3.0}
+    rows = [{"variant": "flash", "impl": i, "N": n, "ms": ms, "includes_sort": True}
+            for i, ms in flash_ms.items() for n in (1024, 2048)]  # fmt: skip
+    sparse = (("scfa_hash", "n_buckets", 8), ("scfa_qk", "drop", 0.5))
+    rows += [{"variant": v, "impl": "triton", "N": n, "ms": 0.5, key: val, "includes_sort": True}
+             for v, key, val in sparse for n in (1024, 2048)]  # fmt: skip
+    scfa.plot(rows, tmp_path / "scfa.png")
+    labels = [line.get_label() for line in drawn[0].axes[0].get_lines()]
+    assert labels[:3] == ["SDPA cuDNN (causal)", "SDPA flash (FA2) (causal)", "our flash (causal)"]
