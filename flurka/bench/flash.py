@@ -25,7 +25,7 @@ LABELS = {"triton": "ours (Triton)", "sdpa_cudnn": "SDPA cuDNN", "sdpa_flash": "
 DEFAULT_IMPLS = "triton,sdpa_cudnn,sdpa_flash,torch"
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, backend: str) -> torch.Tensor:
+def sdpa_one_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, backend: str) -> torch.Tensor:
     """SDPA restricted to one backend (no silent fallback to another: that raises, and the point says so)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -39,7 +39,10 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, backe
 def _impls(causal: bool) -> dict:
     from flurka.ops.flash import attention_reference, flash_attention
 
-    sdpa = {name: (lambda q, k, v, b=backend: _sdpa(q, k, v, causal, b)) for name, backend in SDPA_BACKENDS.items()}
+    sdpa = {
+        name: (lambda q, k, v, b=backend: sdpa_one_backend(q, k, v, causal, b))
+        for name, backend in SDPA_BACKENDS.items()
+    }
     return {
         "triton": lambda q, k, v: flash_attention(q, k, v, causal=causal, backend="triton"),
         **sdpa,

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from flurka.bench.flash import LABELS, SDPA_BACKENDS, _sdpa
+from flurka.bench.flash import LABELS, SDPA_BACKENDS, sdpa_one_backend
 from flurka.bench.timing import attention_tflops, bench_ms, fwd_bwd_fn
 
 B, H, D = 4, 48, 64
@@ -54,7 +54,7 @@ def measure(N: int, nbs: tuple, drops: tuple, warmup: int, rep: int, rows: list[
     leaves = [q, k, v]
     for impl, backend in SDPA_BACKENDS.items():
         try:
-            ms = _time_fwd_bwd(lambda b=backend: _sdpa(q, k, v, True, b), leaves, do, warmup, rep)
+            ms = _time_fwd_bwd(lambda b=backend: sdpa_one_backend(q, k, v, True, b), leaves, do, warmup, rep)
         except RuntimeError as error:  # no kernel of that backend here: said, not timed
             print(f"N={N:6d} flash      {impl}: unavailable: {str(error).splitlines()[0][:160]}", flush=True)
             continue

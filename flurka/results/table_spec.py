@@ -28,10 +28,6 @@ class Column:
     percent: bool = True  # ×100, as the papers print accuracies and correlations
     in_avg: bool = True  # counts toward the "avg" column
 
-    @property
-    def majority_metric(self) -> str:
-        return majority_key(self.metric)
-
 
 def majority_key(metric: str) -> str:
     """The summary key of the same metric for always predicting the commonest training label (the task's
@@ -89,7 +85,7 @@ def table_notes(spec: TableSpec, summaries: Rows, rows: Rows, scale: str) -> str
              + f"; seeds: {seeds}."]  # fmt: skip
     notes.append(run_sizes(summaries, by_task=spec.columns is not None))
     for extra in (evaluation_subset(summaries), majority_levels(spec, summaries),
-                  shared_gpu(summaries)):  # fmt: skip
+                  shared_device(summaries)):  # fmt: skip
         if extra:
             notes.append(extra)
     if spec.claims:
@@ -150,7 +146,8 @@ def chance_levels(spec: TableSpec, summaries: Rows) -> dict[str, float]:
     levels = {}
     for col in columns:
         ours = [s for s in summaries if not col.task or split_row(s["name"])[0] == col.task]
-        values = {s[col.majority_metric] for s in ours if isinstance(s.get(col.majority_metric), int | float)}
+        key = majority_key(col.metric)
+        values = {s[key] for s in ours if isinstance(s.get(key), int | float)}
         if values:  # one value unless runs scored different splits
             levels[col.label] = statistics.fmean(values) * (100.0 if col.percent else 1.0)
     return levels
@@ -169,7 +166,7 @@ def majority_levels(spec: TableSpec, summaries: Rows) -> str:
     )
 
 
-def shared_gpu(summaries: Rows) -> str:
+def shared_device(summaries: Rows) -> str:
     """A sentence for runs that shared their GPU with other runs (run_table.py --streams): their speeds are not
     those of a run alone, so tokens/s and wall times of such a table are not comparable across tables."""
     shared = [s for s in summaries if int(s.get("concurrent_runs") or 1) > 1]
