@@ -4,13 +4,18 @@ bf16, B*N = 16k tokens, H = 16, D in {64, 128}, N = 512 ... 16k, causal and not,
 implementation side by side in one run. Writes `results/speed/flash.json` (DESIGN.md row schema) and `flash.png`
 beside it, and prints ours over each SDPA backend (issue 16's bar is cuDNN: what a PyTorch user on Hopper gets).
 A backend that cannot run a point (cuDNN on an older GPU or cuDNN build) is recorded as `unavailable`, with why.
-`--quick` runs a short sweep. Run as `python scripts/bench.py flash [...]` or `python -m flurka.bench.flash [...]`.
+`--impls triton_ptr,triton_tma` adds our kernels pinned to pointer loads or to TMA tensor-descriptor loads
+(`FLURKA_FLASH_TMA=off|only`; the default `triton` autotunes over both), and every row of ours records the
+tiles its autotuner chose. `--quick` runs a short sweep. Run as `python scripts/bench.py flash [...]` or
+`python -m flurka.bench.flash [...]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import time
 from pathlib import Path
 
@@ -21,8 +26,50 @@ from flurka.bench.timing import attention_tflops, bench_ms, fwd_bwd_fn
 TOKENS = 16384
 H = 16
 SDPA_BACKENDS = {"sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION"}  # impl -> SDPBackend member
-LABELS = {"triton": "ours (Triton)", "sdpa_cudnn": "SDPA cuDNN", "sdpa_flash": "SDPA flash (FA2)", "torch": "naive"}
+LABELS = {
+    "triton": "ours (Triton)", "sdpa_cudnn": "SDPA cuDNN", "sdpa_flash": "SDPA flash (FA2)", "torch": "naive",
+    "triton_ptr": "ours, pointer loads", "triton_tma": "ours, TMA loads",
+}  # fmt: skip
 DEFAULT_IMPLS = "triton,sdpa_cudnn,sdpa_flash,torch"
+TMA_MODES = {"triton": "auto", "triton_ptr": "off", "triton_tma": "only"}  # our impls -> FLURKA_FLASH_TMA
+
+
+@contextlib.contextmanager
+def tma_mode(mode: str):
+    """FLURKA_FLASH_TMA set to `mode` for the calls inside (the kernels read it at each launch), then restored."""
+    previous = os.environ.get("FLURKA_FLASH_TMA")
+    os.environ["FLURKA_FLASH_TMA"] = mode
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FLURKA_FLASH_TMA", None)
+        else:
+            os.environ["FLURKA_FLASH_TMA"] = previous
+
+
+def _ours(causal: bool, mode: str):
+    from flurka.ops.flash import flash_attention
+
+    def run(q, k, v):
+        with tma_mode(mode):
+            return flash_attention(q, k, v, causal=causal, backend="triton")
+
+    return run
+
+
+def tuned_configs(mode: str) -> dict[str, str]:
+    """The config each of our kernels' autotuners picked at their latest tuned launch in this TMA mode: which tile
+    won, and whether it loads through TMA."""
+    from flurka.ops.flash import _kernels as K
+
+    out = {}
+    for (kind, _, _, _, tma), tuner in K._AUTOTUNED.items():
+        best = getattr(tuner, "best_config", None)
+        if tma == mode and best is not None:
+            kw = ", ".join(f"{k}={v}" for k, v in best.kwargs.items())
+            out[kind] = f"{kw}, warps={best.num_warps}, stages={best.num_stages}"
+    return out
 
 
 def sdpa_one_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, backend: str) -> torch.Tensor:
@@ -37,14 +84,14 @@ def sdpa_one_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: 
 
 
 def _impls(causal: bool) -> dict:
-    from flurka.ops.flash import attention_reference, flash_attention
+    from flurka.ops.flash import attention_reference
 
     sdpa = {
         name: (lambda q, k, v, b=backend: sdpa_one_backend(q, k, v, causal, b))
         for name, backend in SDPA_BACKENDS.items()
     }
     return {
-        "triton": lambda q, k, v: flash_attention(q, k, v, causal=causal, backend="triton"),
+        **{impl: _ours(causal, mode) for impl, mode in TMA_MODES.items()},
         **sdpa,
         "torch": lambda q, k, v: attention_reference(q, k, v, causal=causal),
     }
@@ -106,7 +153,8 @@ def measure(
                     raise
                 rows.append(_row(impl, mode, B, N, D, causal, None, str(error).splitlines()[0][:200]))
                 continue
-            rows.append(_row(impl, mode, B, N, D, causal, ms))
+            row = _row(impl, mode, B, N, D, causal, ms)
+            rows.append(row | {"tuned": tuned_configs(TMA_MODES[impl])} if impl in TMA_MODES else row)
         del q, k, v, do
         torch.cuda.empty_cache()
     return rows
@@ -124,7 +172,9 @@ def plot(rows: list[dict], path: Path) -> None:
     for j, (D, causal) in enumerate(combos):
         for i, mode in enumerate(modes):
             ax = axes[i][j]
-            for impl, style in (("triton", "o-"), ("sdpa_cudnn", "d-."), ("sdpa_flash", "s--"), ("torch", "x:")):
+            styles = (("triton", "o-"), ("triton_ptr", "1-"), ("triton_tma", "2-"), ("sdpa_cudnn", "d-."),
+                      ("sdpa_flash", "s--"), ("torch", "x:"))  # fmt: skip
+            for impl, style in styles:
                 pts = sorted((r["N"], r["tflops"]) for r in rows if r["tflops"] is not None
                              and (r["D"], r["causal"], r["mode"], r["impl"]) == (D, causal, mode, impl))  # fmt: skip
                 if pts:

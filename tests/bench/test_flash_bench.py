@@ -40,8 +40,8 @@ def test_an_unavailable_backend_is_a_row_without_numbers_and_out_of_the_ratios(t
 
 
 def test_the_default_run_has_every_implementation_and_unknown_ones_are_refused():
-    assert flash.DEFAULT_IMPLS.split(",") == list(flash.LABELS) == ["triton", "sdpa_cudnn", "sdpa_flash", "torch"]
-    assert set(flash._impls(causal=True)) == set(flash.LABELS)
+    assert flash.DEFAULT_IMPLS.split(",") == ["triton", "sdpa_cudnn", "sdpa_flash", "torch"]
+    assert set(flash._impls(causal=True)) == set(flash.LABELS)  # + ours pinned to pointer or TMA loads
     with pytest.raises(SystemExit, match="unknown --impls \\['sdpa'\\]; valid: triton, sdpa_cudnn"):
         flash.main(["--impls", "triton,sdpa"])
 
@@ -62,3 +62,22 @@ def test_the_scfa_figure_draws_both_sdpa_backends_beside_our_flash(tmp_path, mon
     scfa.plot(rows, tmp_path / "scfa.png")
     labels = [line.get_label() for line in drawn[0].axes[0].get_lines()]
     assert labels[:3] == ["SDPA cuDNN (causal)", "SDPA flash (FA2) (causal)", "our flash (causal)"]
+
+
+@pytest.mark.interpret
+def test_ours_pinned_to_pointer_or_tma_loads_and_the_tuned_tiles_are_recorded(monkeypatch):
+    """triton_ptr / triton_tma run our kernels under FLURKA_FLASH_TMA=off / only (restored afterwards), and a row
+    of ours names the config each kernel's autotuner chose: which tile, through TMA or not."""
+    import os
+
+    import torch
+
+    monkeypatch.delenv("FLURKA_FLASH_TMA", raising=False)
+    q, k, v = (torch.randn(1, 20, 2, 32) for _ in range(3))
+    impls = flash._impls(causal=True)
+    out = {impl: impls[impl](q, k, v) for impl in ("triton_ptr", "triton_tma", "torch")}
+    assert "FLURKA_FLASH_TMA" not in os.environ
+    assert torch.equal(out["triton_ptr"], out["triton_tma"])
+    assert torch.allclose(out["triton_tma"], out["torch"], atol=1e-5)
+    assert flash.tuned_configs("only")["fwd"].startswith("BLOCK_M=16, BLOCK_N=16, USE_TMA=True")
+    assert "USE_TMA" not in flash.tuned_configs("off")["fwd"]

@@ -166,3 +166,77 @@ def test_triton_noncontiguous_inputs():
     q, k, v = (torch.randn(1, 2, 19, 32, device=DEV).transpose(1, 2) for _ in range(3))
     o = flash_attention(q, k, v, causal=True, backend="triton")
     assert_rel_close(o, attention_reference(q, k, v, causal=True), TOL, "strided")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# TMA (tensor-descriptor) loads: the same kernels with Hopper's bulk copies in place of pointer loads
+# --------------------------------------------------------------------------------------------------------------
+def _run_with_tma(mode, monkeypatch, q, k, v, *, causal, pm, do):
+    monkeypatch.setenv("FLURKA_FLASH_TMA", mode)
+    ins = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    o = flash_attention(*ins, causal=causal, padding_mask=pm, backend="triton")
+    return (o, *torch.autograd.grad(o, ins, do))
+
+
+TMA_CASES = [
+    # Nq, Nk, D, causal, pad, dtype
+    (33, 33, 32, True, False, torch.float32),
+    (33, 33, 64, False, False, torch.float32),
+    (17, 40, 32, True, False, torch.float32),  # cross-attention, bottom-right causal; rows past Nq read 0
+    (40, 17, 16, True, True, torch.float32),  # Nq > Nk (empty rows) with a padding mask
+    # 16-bit tiles: fp16, because the interpreter multiplies bf16 dot operands as raw bits (triton-lang/triton#11584,
+    # "not supported yet"); the GPU tier checks the TMA path in bf16
+    (45, 45, 32, True, False, torch.float16),
+]
+
+
+@pytest.mark.interpret
+@pytest.mark.parametrize(("nq", "nk", "D", "causal", "pad", "dtype"), TMA_CASES)
+@pytest.mark.parametrize("fused", [False, True], ids=["separate", "qkv-views"])
+def test_tma_loads_equal_pointer_loads(monkeypatch, nq, nk, D, causal, pad, dtype, fused):
+    """Every tile the TMA path reads is the tile the pointer path reads (out-of-range rows as 0): outputs and
+    gradients are bitwise equal, for separate tensors and for q/k/v viewed out of one fused projection."""
+    from flurka.ops.flash import _kernels as K
+
+    B, H = 2, 2
+    if fused:  # q, k, v as strided views of one [B, N, 3, H, D] tensor (a fused qkv GEMM's output)
+        qkv = torch.randn(B, max(nq, nk), 3, H, D, device=DEV).to(dtype)
+        q, k, v = qkv[:, :nq, 0], qkv[:, :nk, 1], qkv[:, :nk, 2]
+    else:
+        q, k, v = (t.to(dtype) for t in _inputs(B, nq, nk, H, D, device=DEV))
+    pm = (torch.rand(B, nk, device=DEV) > 0.3) if pad else None
+    do = torch.randn(B, nq, H, D, device=DEV).to(dtype)
+    pointer = _run_with_tma("off", monkeypatch, q, k, v, causal=causal, pm=pm, do=do)
+    tma = _run_with_tma("only", monkeypatch, q, k, v, causal=causal, pm=pm, do=do)
+    used = {key[0] for key in K._AUTOTUNED if key[2] and key[4] == "only"}
+    assert used == {"fwd", "dkdv", "dq"}, f"the TMA kernels did not run: {sorted(K._AUTOTUNED)}"
+    for name, a, b in zip(["o", "dq", "dk", "dv"], pointer, tma):
+        assert torch.equal(a, b), f"{name}: TMA loads differ from pointer loads (max {(a - b).abs().max():.3g})"
+    want = attention_reference(q.float(), k.float(), v.float(), causal=causal, padding_mask=pm)
+    assert_rel_close(tma[0].float(), want, TOL if dtype == torch.float32 else 5e-3, "TMA out vs reference")
+
+
+@pytest.mark.interpret
+def test_tma_is_used_only_where_the_hardware_rules_hold(monkeypatch):
+    """Descriptors are built for dense launches at D = BLOCK_D <= 128 with 16-byte aligned strides; SCFA's
+    gathered rows, padded heads, wide heads, misaligned views and FLURKA_FLASH_TMA=off stay on pointer loads."""
+    from flurka.ops.flash.core import SparseRanges, _descriptors
+
+    monkeypatch.setenv("FLURKA_FLASH_TMA", "auto")
+    x = torch.randn(2, 40, 2, 64)
+    assert _descriptors(x, x, ranges=None) is not None
+    assert _descriptors(torch.randn(2, 40, 2, 60), ranges=None) is None, "D=60 pads to 64: lanes of the next head"
+    assert _descriptors(torch.randn(2, 40, 2, 256), ranges=None) is None, "wide heads keep their small tiles"
+    odd = torch.randn(2, 40, 2 * 64 + 1)[..., 1:].unflatten(-1, (2, 64))  # base 4 bytes off alignment
+    assert _descriptors(odd, ranges=None) is None
+    strided = torch.randn(2, 40, 2, 72)[..., :64]  # row stride 72 * 4 bytes is 16-aligned, 72 * 2 is not
+    assert _descriptors(strided, ranges=None) is not None
+    assert _descriptors(strided.bfloat16()[..., :64], ranges=None) is not None
+    assert _descriptors(torch.randn(2, 40, 2, 68, dtype=torch.bfloat16)[..., :64], ranges=None) is None
+    ranges = SparseRanges(*(torch.zeros(4, 40, dtype=torch.int32) for _ in range(6)))
+    assert _descriptors(x, ranges=ranges) is None, "SCFA gathers rows: no TMA"
+    monkeypatch.setenv("FLURKA_FLASH_TMA", "off")
+    assert _descriptors(x, ranges=None) is None
+    monkeypatch.setenv("FLURKA_FLASH_TMA", "sometimes")
+    with pytest.raises(ValueError, match="auto, off or only"):
+        _descriptors(x, ranges=None)

@@ -112,3 +112,38 @@ def test_forward_and_backward_are_deterministic(D):
 def test_wide_heads(D):
     # 325 (FLuRKA Fig. 3) pads to 512; 256 is the widest power of two
     _compare(1, 2, 300, 300, D, True)
+
+
+@pytest.mark.parametrize("N", [63, 1000, 4096])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("causal", [False, True])
+def test_tma_loads_bf16_error_within_2x_pytorch(monkeypatch, N, D, causal):
+    """The tensor-descriptor (TMA) twins of the kernels, forced (FLURKA_FLASH_TMA=only), as accurate as SDPA."""
+    from flurka.ops.flash import _kernels as K
+
+    monkeypatch.setenv("FLURKA_FLASH_TMA", "only")
+    _compare(1, 2, N, N, D, causal)
+    assert any(key[2] and key[4] == "only" for key in K._AUTOTUNED), "the TMA kernels did not run"
+
+
+@pytest.mark.parametrize(("nq", "nk"), [(500, 1000), (1000, 333)])
+def test_tma_loads_cross_attention_and_padding(monkeypatch, nq, nk):
+    monkeypatch.setenv("FLURKA_FLASH_TMA", "only")
+    _compare(1, 2, nq, nk, 64, False)
+    pm = torch.rand(2, nk, device="cuda") > 0.3
+    _compare(2, 2, nq, nk, 128, False, pm=pm)
+
+
+def test_tma_loads_equal_pointer_loads_bitwise(monkeypatch):
+    """Same tiles, same arithmetic: only where the tiles come from differs, so the outputs and gradients of the TMA
+    twin of a config equal the pointer config's exactly (FLURKA_FLASH_TUNE=first pins both to one tile)."""
+    monkeypatch.setenv("FLURKA_FLASH_TUNE", "first")
+    q, k, v = (torch.randn(2, 1500, 4, 128, device="cuda").bfloat16().requires_grad_() for _ in range(3))
+    do = torch.randn_like(q)
+    out = {}
+    for mode in ("off", "only"):
+        monkeypatch.setenv("FLURKA_FLASH_TMA", mode)
+        o = flash_attention(q, k, v, causal=True, backend="triton")
+        out[mode] = (o, *torch.autograd.grad(o, (q, k, v), do))
+    for name, a, b in zip(["o", "dq", "dk", "dv"], out["off"], out["only"]):
+        assert torch.equal(a, b), f"{name}: TMA differs from pointer loads by {(a - b).abs().max().item():.3g}"

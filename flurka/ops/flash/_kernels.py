@@ -49,18 +49,55 @@ _WIDE_TILES = {
 }
 
 
-def configs_for(kind: str, block_d: int) -> list[triton.Config]:
-    """The configs a `kind` launch (fwd, dkdv, dq) at this BLOCK_D may use, best first.
+TMA_MAX_BLOCK_D = 128  # TMA tiles are tried for narrow heads only: wide heads run small single-stage tiles
+
+
+def tma_mode() -> str:
+    """`FLURKA_FLASH_TMA`: "auto" (default: where a launch can use TMA, the autotuner times TMA tiles beside the
+    pointer tiles and keeps the faster), "off" (pointer loads only), "only" (TMA tiles only where a launch can
+    use them: for correctness runs and A/B timing of the TMA path)."""
+    mode = os.environ.get("FLURKA_FLASH_TMA", "auto") or "auto"
+    if mode not in ("auto", "off", "only"):
+        raise ValueError(f"FLURKA_FLASH_TMA={mode!r}: expected auto, off or only")
+    return mode
+
+
+def _set_tma_blocks(nargs: dict) -> None:
+    """Autotuner pre-hook of the TMA configs: a tensor descriptor's block is part of the kernel's type, so each
+    config gives the descriptors its own tile ([1, rows, 1, BLOCK_D] of the [B, N, H, D] tensors): query-side
+    tensors (Q, dO) move BLOCK_M rows, key-side tensors (K, V) BLOCK_N rows."""
+    for name, rows in (("QD", "BLOCK_M"), ("DOD", "BLOCK_M"), ("KD", "BLOCK_N"), ("VD", "BLOCK_N")):
+        desc = nargs.get(name)
+        if desc is not None and hasattr(desc, "block_shape"):
+            desc.block_shape = [1, nargs[rows], 1, nargs["BLOCK_D"]]
+
+
+def _with_tma(configs: list[triton.Config]) -> list[triton.Config]:
+    """The same tiles, loading through TMA tensor descriptors (Hopper's bulk async copies) instead of pointers."""
+    return [
+        triton.Config({**c.kwargs, "USE_TMA": True}, num_warps=c.num_warps, num_stages=c.num_stages,
+                      pre_hook=_set_tma_blocks)
+        for c in configs
+    ]  # fmt: skip
+
+
+def configs_for(kind: str, block_d: int, tma: bool = False) -> list[triton.Config]:
+    """The configs a `kind` launch (fwd, dkdv, dq) at this BLOCK_D may use, best first; `tma`: the launch can load
+    through tensor descriptors (dense mode, D = BLOCK_D <= 128, aligned strides, a Hopper GPU or the interpreter),
+    which adds the TMA twin of each tile (`FLURKA_FLASH_TMA`, `tma_mode`).
 
     The interpreter gets one tiny config (nothing to tune on a CPU, and small blocks make N=17/33/70 span several
-    blocks). `FLURKA_FLASH_TUNE=full` exposes the whole Hopper grid (BM {64,128} x BN {32,64,128} x warps {4,8} x
-    stages {2,3,4}) for tuning runs of narrow heads; `first` keeps only the first config (many-shape correctness
-    runs). Wide heads always use their own list (`_WIDE_TILES`), in every mode: the list is chosen here, before
-    the autotuner, because Triton's autotuner skips its prune hook when it holds a single config — which is how
-    `first` once launched a 394 KB default tile at D = 325.
+    blocks), its TMA twin under `FLURKA_FLASH_TMA=only`. `FLURKA_FLASH_TUNE=full` exposes the whole Hopper grid
+    (BM {64,128} x BN {32,64,128} x warps {4,8} x stages {2,3,4}) for tuning runs of narrow heads; `first` keeps
+    only the first config (many-shape correctness runs). Wide heads always use their own list (`_WIDE_TILES`),
+    in every mode: the list is chosen here, before the autotuner, because Triton's autotuner skips its prune hook
+    when it holds a single config — which is how `first` once launched a 394 KB default tile at D = 325.
     """
+    tma = tma and block_d <= TMA_MAX_BLOCK_D and tma_mode() != "off"
+    only_tma = tma and tma_mode() == "only"
     if INTERPRET:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+        tiny = [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+        return _with_tma(tiny) if only_tma else tiny
     mode = os.environ.get("FLURKA_FLASH_TUNE", "")
     if block_d >= 256:
         wide = [
@@ -70,7 +107,7 @@ def configs_for(kind: str, block_d: int) -> list[triton.Config]:
         ]
         return wide[:1] if mode == "first" else wide
     if mode == "full":
-        return [
+        plain = [
             triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
             for bm in (64, 128)
             for bn in (32, 64, 128)
@@ -78,8 +115,12 @@ def configs_for(kind: str, block_d: int) -> list[triton.Config]:
             for s in (2, 3, 4)
             if not (w == 8 and bm * bn < 128 * 128 and bm < 128)
         ]
-    table = _TABLE[kind][:1] if mode == "first" else _TABLE[kind]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in table]
+    else:
+        table = _TABLE[kind][:1] if mode == "first" else _TABLE[kind]
+        plain = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in table]
+    if only_tma:
+        return _with_tma(plain)
+    return plain + _with_tma(plain) if tma else plain
 
 
 _KEY = ["HEAD_DIM", "CAUSAL", "SPARSE", "HAS_PAD", "PREC", "SEQ_BUCKET"]
@@ -103,6 +144,18 @@ def _load_tile(ptrs, rows, n_rows, dmask, ROW_MASK: tl.constexpr, EVEN_D: tl.con
 
 
 @triton.jit
+def _tile(desc, b, start, h, ptrs, rows, n_rows, dmask, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+          MASKED: tl.constexpr, EVEN_D: tl.constexpr, USE_TMA: tl.constexpr):  # fmt: skip
+    """Rows start .. start+ROWS of head h, batch b: one TMA copy through the [B, N, H, D] descriptor (rows past
+    the end read 0, like the masked loads), or `_load_tile` on the pointers (`desc` is then a placeholder)."""
+    if USE_TMA:
+        x = desc.load([b, start, h, 0]).reshape([ROWS, BLOCK_D])
+    else:
+        x = _load_tile(ptrs, rows, n_rows, dmask, MASKED, EVEN_D)
+    return x
+
+
+@triton.jit
 def _rows(P_row, offs, n, SPARSE: tl.constexpr):
     """Row indices into the caller's [B, N, H, D] tensors: the block's own offsets (dense), or, in sparse mode,
     the original positions of the sorted rows (the SCFA gather/scatter fused into the loads and stores)."""
@@ -118,18 +171,19 @@ def _rows(P_row, offs, n, SPARSE: tl.constexpr):
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_inner(
-    acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, pad_base, ks, ke, PK_row,
+    acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_vn, pad_base, ks, ke, PK_row, KD, VD, b, h,
     offs_m, offs_d, lo, hi, Nk, causal_off, qk_scale,
     BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     MASKED: tl.constexpr, CAUSAL: tl.constexpr, SPARSE: tl.constexpr, HAS_PAD: tl.constexpr, PREC: tl.constexpr,
-    EVEN_D: tl.constexpr,
+    EVEN_D: tl.constexpr, USE_TMA: tl.constexpr,
 ):  # fmt: skip
     offs_n0 = tl.arange(0, BLOCK_N)
     dmask = offs_d[None, :] < HEAD_DIM
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         krows = _rows(PK_row, offs_n, Nk, SPARSE)
-        k = _load_tile(k_base + krows[:, None] * stride_kn + offs_d[None, :], offs_n, Nk, dmask, MASKED, EVEN_D)
+        k_ptrs = k_base + krows[:, None] * stride_kn + offs_d[None, :]
+        k = _tile(KD, b, start_n, h, k_ptrs, offs_n, Nk, dmask, BLOCK_N, BLOCK_D, MASKED, EVEN_D, USE_TMA)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
         if MASKED:
             if SPARSE:
@@ -151,7 +205,8 @@ def _fwd_inner(
         p = tl.math.exp2(qk - m_safe[:, None])
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_base + krows[:, None] * stride_vn + offs_d[None, :], offs_n, Nk, dmask, MASKED, EVEN_D)
+        v_ptrs = v_base + krows[:, None] * stride_vn + offs_d[None, :]
+        v = _tile(VD, b, start_n, h, v_ptrs, offs_n, Nk, dmask, BLOCK_N, BLOCK_D, MASKED, EVEN_D, USE_TMA)
         acc = acc * alpha[:, None]
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PREC)
         m_i = m_new
@@ -160,11 +215,12 @@ def _fwd_inner(
 
 @triton.jit(do_not_specialize=_NOSPEC)
 def _fwd_kernel(
-    Q, K, V, O, LSE, PAD, KS, KE, PQ, PK,
+    Q, K, V, O, LSE, PAD, KS, KE, PQ, PK, QD, KD, VD,
     sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sob, son, soh,
     H, Nq, Nk, qk_scale, SEQ_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SPARSE: tl.constexpr,
     HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_TMA: tl.constexpr = False,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -181,7 +237,7 @@ def _fwd_kernel(
     PK_row = PK + pid_bh * Nk
     q_ptrs = Q + b * sqb + h * sqh + rows_q[:, None] * sqn + offs_d[None, :]
     dmask = offs_d[None, :] < HEAD_DIM
-    q = _load_tile(q_ptrs, offs_m, Nq, dmask, True, EVEN_D)
+    q = _tile(QD, b, start_m, h, q_ptrs, offs_m, Nq, dmask, BLOCK_M, BLOCK_D, True, EVEN_D, USE_TMA)
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
     pad_base = PAD + b * Nk
@@ -198,9 +254,9 @@ def _fwd_kernel(
         lo = tl.min(tl.where(nonempty, ks, Nk), 0)
         hi = tl.max(tl.where(nonempty, ke, 0), 0)
         acc, m_i, l_i = _fwd_inner(
-            acc, m_i, l_i, q, k_base, v_base, skn, svn, pad_base, ks, ke, PK_row, offs_m, offs_d, lo, hi, Nk,
-            causal_off,
-            qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            acc, m_i, l_i, q, k_base, v_base, skn, svn, pad_base, ks, ke, PK_row, KD, VD, b, h, offs_m, offs_d,
+            lo, hi, Nk, causal_off,
+            qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D, False,
         )  # fmt: skip
     else:
         if CAUSAL:
@@ -211,12 +267,14 @@ def _fwd_kernel(
             full_hi = (Nk // BLOCK_N) * BLOCK_N
             hi = Nk
         acc, m_i, l_i = _fwd_inner(
-            acc, m_i, l_i, q, k_base, v_base, skn, svn, pad_base, m_i, m_i, PK_row, offs_m, offs_d, 0, full_hi, Nk,
-            causal_off, qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            acc, m_i, l_i, q, k_base, v_base, skn, svn, pad_base, m_i, m_i, PK_row, KD, VD, b, h, offs_m, offs_d,
+            0, full_hi, Nk,
+            causal_off, qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D, USE_TMA,
         )  # fmt: skip
         acc, m_i, l_i = _fwd_inner(
-            acc, m_i, l_i, q, k_base, v_base, skn, svn, pad_base, m_i, m_i, PK_row, offs_m, offs_d, full_hi, hi, Nk,
-            causal_off, qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            acc, m_i, l_i, q, k_base, v_base, skn, svn, pad_base, m_i, m_i, PK_row, KD, VD, b, h, offs_m, offs_d,
+            full_hi, hi, Nk,
+            causal_off, qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D, USE_TMA,
         )  # fmt: skip
 
     has_key = l_i > 0.0
@@ -256,9 +314,10 @@ def _bwd_delta_kernel(
 @triton.jit
 def _dkdv_inner(
     dk, dv, k, v, q_base, do_base, stride_qn, stride_don, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
-    offs_n, offs_d, lo, hi, Nq, causal_off, qk_scale,
-    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-    SPARSE: tl.constexpr, HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr,
+    QD, DOD, b, h, offs_n, offs_d, lo, hi, Nq, causal_off, qk_scale,
+    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr, SPARSE: tl.constexpr, HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):  # fmt: skip
     offs_m0 = tl.arange(0, BLOCK_M)
     dmask = offs_d[None, :] < HEAD_DIM
@@ -270,7 +329,8 @@ def _dkdv_inner(
         else:
             lse = tl.load(LSE_row + offs_m)
         qrows = _rows(PQ_row, offs_m, Nq, SPARSE)
-        q = _load_tile(q_base + qrows[:, None] * stride_qn + offs_d[None, :], offs_m, Nq, dmask, MASKED, EVEN_D)
+        q_ptrs = q_base + qrows[:, None] * stride_qn + offs_d[None, :]
+        q = _tile(QD, b, start_m, h, q_ptrs, offs_m, Nq, dmask, BLOCK_M, BLOCK_D, MASKED, EVEN_D, USE_TMA)
         qkT = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
         pT = tl.math.exp2(qkT - lse[None, :])
         if MASKED:
@@ -287,7 +347,8 @@ def _dkdv_inner(
             pT = tl.where(valid, pT, 0.0)
         elif HAS_PAD:
             pT = tl.where(keep_k[:, None], pT, 0.0)
-        do = _load_tile(do_base + qrows[:, None] * stride_don + offs_d[None, :], offs_m, Nq, dmask, MASKED, EVEN_D)
+        do_ptrs = do_base + qrows[:, None] * stride_don + offs_d[None, :]
+        do = _tile(DOD, b, start_m, h, do_ptrs, offs_m, Nq, dmask, BLOCK_M, BLOCK_D, MASKED, EVEN_D, USE_TMA)
         dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=PREC)
         if MASKED:
             delta = tl.load(DELTA_row + offs_m, mask=row_ok, other=0.0)
@@ -301,11 +362,12 @@ def _dkdv_inner(
 
 @triton.jit(do_not_specialize=_NOSPEC)
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, DK, DV, LSE, DELTA, PAD, KS, KE, QS, QE, PQ, PK,
+    Q, K, V, DO, DK, DV, LSE, DELTA, PAD, KS, KE, QS, QE, PQ, PK, QD, KD, VD, DOD,
     sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sdob, sdon, sdoh, sdkb, sdkn, sdkh, sdvb, sdvn, sdvh,
     H, Nq, Nk, qk_scale, sm_scale, SEQ_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SPARSE: tl.constexpr,
     HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_TMA: tl.constexpr = False,
 ):  # fmt: skip
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -319,8 +381,10 @@ def _bwd_dkdv_kernel(
     dmask = offs_d[None, :] < HEAD_DIM
     rows_k = _rows(PK + pid_bh * Nk, offs_n, Nk, SPARSE)
     PQ_row = PQ + pid_bh * Nq
-    k = _load_tile(K + b * skb + h * skh + rows_k[:, None] * skn + offs_d[None, :], offs_n, Nk, dmask, True, EVEN_D)
-    v = _load_tile(V + b * svb + h * svh + rows_k[:, None] * svn + offs_d[None, :], offs_n, Nk, dmask, True, EVEN_D)
+    k_ptrs = K + b * skb + h * skh + rows_k[:, None] * skn + offs_d[None, :]
+    v_ptrs = V + b * svb + h * svh + rows_k[:, None] * svn + offs_d[None, :]
+    k = _tile(KD, b, start_n, h, k_ptrs, offs_n, Nk, dmask, BLOCK_N, BLOCK_D, True, EVEN_D, USE_TMA)
+    v = _tile(VD, b, start_n, h, v_ptrs, offs_n, Nk, dmask, BLOCK_N, BLOCK_D, True, EVEN_D, USE_TMA)
     if HAS_PAD:
         keep_k = tl.load(PAD + b * Nk + offs_n, mask=col_ok, other=0) != 0
     else:
@@ -343,8 +407,8 @@ def _bwd_dkdv_kernel(
         hi = tl.max(tl.where(nonempty, qe, 0), 0)
         dk, dv = _dkdv_inner(
             dk, dv, k, v, q_base, do_base, sqn, sdon, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
-            offs_n, offs_d,
-            lo, hi, Nq, causal_off, qk_scale, BLOCK_M, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            QD, DOD, b, h, offs_n, offs_d, lo, hi, Nq, causal_off, qk_scale,
+            BLOCK_M, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D, False,
         )  # fmt: skip
     else:
         full_end = (Nq // BLOCK_M) * BLOCK_M
@@ -359,18 +423,18 @@ def _bwd_dkdv_kernel(
         tail = tl.maximum(mid, full_end)
         dk, dv = _dkdv_inner(
             dk, dv, k, v, q_base, do_base, sqn, sdon, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
-            offs_n, offs_d,
-            lo, mid, Nq, causal_off, qk_scale, BLOCK_M, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            QD, DOD, b, h, offs_n, offs_d, lo, mid, Nq, causal_off, qk_scale,
+            BLOCK_M, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D, USE_TMA,
         )  # fmt: skip
         dk, dv = _dkdv_inner(
             dk, dv, k, v, q_base, do_base, sqn, sdon, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
-            offs_n, offs_d,
-            mid, tail, Nq, causal_off, qk_scale, BLOCK_M, HEAD_DIM, False, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            QD, DOD, b, h, offs_n, offs_d, mid, tail, Nq, causal_off, qk_scale,
+            BLOCK_M, HEAD_DIM, BLOCK_D, False, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D, USE_TMA,
         )  # fmt: skip
         dk, dv = _dkdv_inner(
             dk, dv, k, v, q_base, do_base, sqn, sdon, LSE_row, DELTA_row, KS_row, KE_row, PQ_row, keep_k,
-            offs_n, offs_d,
-            tail, Nq, Nq, causal_off, qk_scale, BLOCK_M, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            QD, DOD, b, h, offs_n, offs_d, tail, Nq, Nq, causal_off, qk_scale,
+            BLOCK_M, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D, USE_TMA,
         )  # fmt: skip
 
     dk = dk * sm_scale
@@ -387,18 +451,21 @@ def _bwd_dkdv_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
 def _dq_inner(
-    dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, pad_base, ks, ke, PK_row,
+    dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, pad_base, ks, ke, PK_row, KD, VD, b, h,
     offs_m, offs_d, lo, hi, Nk, causal_off, qk_scale,
-    BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-    SPARSE: tl.constexpr, HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr, SPARSE: tl.constexpr, HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):  # fmt: skip
     offs_n0 = tl.arange(0, BLOCK_N)
     dmask = offs_d[None, :] < HEAD_DIM
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + offs_n0
         krows = _rows(PK_row, offs_n, Nk, SPARSE)
-        k = _load_tile(k_base + krows[:, None] * stride_kn + offs_d[None, :], offs_n, Nk, dmask, MASKED, EVEN_D)
-        v = _load_tile(v_base + krows[:, None] * stride_vn + offs_d[None, :], offs_n, Nk, dmask, MASKED, EVEN_D)
+        k_ptrs = k_base + krows[:, None] * stride_kn + offs_d[None, :]
+        v_ptrs = v_base + krows[:, None] * stride_vn + offs_d[None, :]
+        k = _tile(KD, b, start_n, h, k_ptrs, offs_n, Nk, dmask, BLOCK_N, BLOCK_D, MASKED, EVEN_D, USE_TMA)
+        v = _tile(VD, b, start_n, h, v_ptrs, offs_n, Nk, dmask, BLOCK_N, BLOCK_D, MASKED, EVEN_D, USE_TMA)
         qk = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
         p = tl.math.exp2(qk - lse[:, None])
         if MASKED:
@@ -423,11 +490,12 @@ def _dq_inner(
 
 @triton.jit(do_not_specialize=_NOSPEC)
 def _bwd_dq_kernel(
-    Q, K, V, DO, DQ, LSE, DELTA, PAD, KS, KE, PQ, PK,
+    Q, K, V, DO, DQ, LSE, DELTA, PAD, KS, KE, PQ, PK, QD, KD, VD, DOD,
     sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sdob, sdon, sdoh, sdqb, sdqn, sdqh,
     H, Nq, Nk, qk_scale, sm_scale, SEQ_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SPARSE: tl.constexpr,
     HAS_PAD: tl.constexpr, PREC: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_TMA: tl.constexpr = False,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -443,9 +511,10 @@ def _bwd_dq_kernel(
     dmask = offs_d[None, :] < HEAD_DIM
     rows_q = _rows(PQ + pid_bh * Nq, offs_m, Nq, SPARSE)
     PK_row = PK + pid_bh * Nk
-    q = _load_tile(Q + b * sqb + h * sqh + rows_q[:, None] * sqn + offs_d[None, :], offs_m, Nq, dmask, True, EVEN_D)
+    q_ptrs = Q + b * sqb + h * sqh + rows_q[:, None] * sqn + offs_d[None, :]
     do_ptrs = DO + b * sdob + h * sdoh + rows_q[:, None] * sdon + offs_d[None, :]
-    do = _load_tile(do_ptrs, offs_m, Nq, dmask, True, EVEN_D)
+    q = _tile(QD, b, start_m, h, q_ptrs, offs_m, Nq, dmask, BLOCK_M, BLOCK_D, True, EVEN_D, USE_TMA)
+    do = _tile(DOD, b, start_m, h, do_ptrs, offs_m, Nq, dmask, BLOCK_M, BLOCK_D, True, EVEN_D, USE_TMA)
     lse = tl.load(LSE + pid_bh * Nq + offs_m, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + pid_bh * Nq + offs_m, mask=row_ok, other=0.0)
     k_base = K + b * skb + h * skh
@@ -461,8 +530,9 @@ def _bwd_dq_kernel(
         lo = tl.min(tl.where(nonempty, ks, Nk), 0)
         hi = tl.max(tl.where(nonempty, ke, 0), 0)
         dq = _dq_inner(
-            dq, q, do, lse, delta, k_base, v_base, skn, svn, pad_base, ks, ke, PK_row, offs_m, offs_d, lo, hi, Nk,
-            causal_off, qk_scale, BLOCK_N, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            dq, q, do, lse, delta, k_base, v_base, skn, svn, pad_base, ks, ke, PK_row, KD, VD, b, h, offs_m, offs_d,
+            lo, hi, Nk, causal_off, qk_scale, BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            False,
         )  # fmt: skip
     else:
         if CAUSAL:
@@ -472,13 +542,14 @@ def _bwd_dq_kernel(
             full_hi = (Nk // BLOCK_N) * BLOCK_N
             hi = Nk
         dq = _dq_inner(
-            dq, q, do, lse, delta, k_base, v_base, skn, svn, pad_base, lse, lse, PK_row, offs_m, offs_d, 0, full_hi, Nk,
-            causal_off, qk_scale, BLOCK_N, HEAD_DIM, False, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            dq, q, do, lse, delta, k_base, v_base, skn, svn, pad_base, lse, lse, PK_row, KD, VD, b, h, offs_m, offs_d,
+            0, full_hi, Nk, causal_off, qk_scale,
+            BLOCK_N, HEAD_DIM, BLOCK_D, False, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D, USE_TMA,
         )  # fmt: skip
         dq = _dq_inner(
-            dq, q, do, lse, delta, k_base, v_base, skn, svn, pad_base, lse, lse, PK_row, offs_m, offs_d,
-            full_hi, hi, Nk,
-            causal_off, qk_scale, BLOCK_N, HEAD_DIM, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D,
+            dq, q, do, lse, delta, k_base, v_base, skn, svn, pad_base, lse, lse, PK_row, KD, VD, b, h, offs_m, offs_d,
+            full_hi, hi, Nk, causal_off, qk_scale,
+            BLOCK_N, HEAD_DIM, BLOCK_D, True, CAUSAL, SPARSE, HAS_PAD, PREC, EVEN_D, USE_TMA,
         )  # fmt: skip
 
     dq = dq * sm_scale
@@ -488,13 +559,14 @@ def _bwd_dq_kernel(
 
 
 JIT_KERNELS = {"fwd": _fwd_kernel, "dkdv": _bwd_dkdv_kernel, "dq": _bwd_dq_kernel}
-_AUTOTUNED: dict[tuple[str, int, str], triton.runtime.Autotuner] = {}
+_AUTOTUNED: dict[tuple[str, int, bool, str, str], triton.runtime.Autotuner] = {}
 
 
-def kernel(kind: str, block_d: int):
-    """The autotuned `kind` kernel over `configs_for(kind, block_d)`: the object every launch at this BLOCK_D
-    goes through (one per kind, BLOCK_D and tuning mode, built on first use; its tuning cache persists)."""
-    key = (kind, block_d, os.environ.get("FLURKA_FLASH_TUNE", ""))
+def kernel(kind: str, block_d: int, tma: bool = False):
+    """The autotuned `kind` kernel over `configs_for(kind, block_d, tma)`: the object every launch at this
+    BLOCK_D goes through (one per kind, BLOCK_D, TMA eligibility and tuning modes, built on first use; its tuning
+    cache persists)."""
+    key = (kind, block_d, tma, os.environ.get("FLURKA_FLASH_TUNE", ""), tma_mode())
     if key not in _AUTOTUNED:
-        _AUTOTUNED[key] = triton.autotune(configs=configs_for(kind, block_d), key=_KEY)(JIT_KERNELS[kind])
+        _AUTOTUNED[key] = triton.autotune(configs=configs_for(kind, block_d, tma), key=_KEY)(JIT_KERNELS[kind])
     return _AUTOTUNED[key]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import triton
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from flurka.ops.flash import _kernels as K
 
@@ -55,6 +56,31 @@ def _unit_d(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _tma_capable(device: torch.device) -> bool:
+    """Tensor descriptors (TMA) exist from Hopper (sm_90) on; the interpreter emulates them on CPU tensors."""
+    if K.INTERPRET:
+        return True
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def _descriptors(*ts: torch.Tensor, ranges: SparseRanges | None) -> tuple | None:
+    """One `[B, N, H, D]` tensor descriptor per tensor when the launch can load through TMA, else None.
+
+    TMA applies in dense mode only (SCFA's rows are gathered through pq/pk), at D = BLOCK_D <= 128 (a padded head
+    would read the next head's lanes into the padding), and when the hardware's rules hold: 16-byte aligned base
+    and strides, unit stride on D. The block shape is set per config by the autotuner's pre-hook."""
+    D = ts[0].shape[-1]
+    if ranges is not None or _block_d(D) != D or D > K.TMA_MAX_BLOCK_D or K.tma_mode() == "off":
+        return None
+    if not _tma_capable(ts[0].device):
+        return None
+    for t in ts:
+        size = t.element_size()
+        if t.stride(-1) != 1 or t.data_ptr() % 16 or any(s * size % 16 for s in t.stride()[:-1]):
+            return None
+    return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 16, 1, D]) for t in ts)
+
+
 def _forward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -71,13 +97,15 @@ def _forward(
     lse = torch.empty(B * H, nq, device=q.device, dtype=torch.float32)
     dummy = lse  # never read when the matching constexpr flag is off
     grid = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)  # noqa: E731
-    K.kernel("fwd", _block_d(D))[grid](
+    descs = _descriptors(q, k, v, ranges=ranges)
+    K.kernel("fwd", _block_d(D), tma=descs is not None)[grid](
         q, k, v, o, lse,
         pad if pad is not None else dummy,
         ranges.ks if ranges is not None else dummy,
         ranges.ke if ranges is not None else dummy,
         ranges.pq if ranges is not None else dummy,
         ranges.pk if ranges is not None else dummy,
+        *(descs or (q, k, v)),  # the pointer configs never read the descriptors
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         H, nq, nk, scale * math.log2(math.e), _seq_bucket(max(nq, nk)),
@@ -124,18 +152,21 @@ def _backward(
     pad_arg = pad if pad is not None else dummy
     ks = ranges.ks if ranges is not None else dummy
     ke = ranges.ke if ranges is not None else dummy
+    descs = _descriptors(q, k, v, do, ranges=ranges)
+    tma = descs is not None
+    descs = descs or (q, k, v, do)  # the pointer configs never read the descriptors
     grid_n = lambda meta: (triton.cdiv(nk, meta["BLOCK_N"]), B * H)  # noqa: E731
-    K.kernel("dkdv", bd)[grid_n](
+    K.kernel("dkdv", bd, tma=tma)[grid_n](
         q, k, v, do, dk, dv, lse, delta, pad_arg, ks, ke,
-        ranges.qs if ranges is not None else dummy, ranges.qe if ranges is not None else dummy, pq, pk,
+        ranges.qs if ranges is not None else dummy, ranges.qe if ranges is not None else dummy, pq, pk, *descs,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
         H, nq, nk, qk_scale, scale, bucket, **common,
     )  # fmt: skip
     grid_m = lambda meta: (triton.cdiv(nq, meta["BLOCK_M"]), B * H)  # noqa: E731
-    K.kernel("dq", bd)[grid_m](
-        q, k, v, do, dq, lse, delta, pad_arg, ks, ke, pq, pk,
+    K.kernel("dq", bd, tma=tma)[grid_m](
+        q, k, v, do, dq, lse, delta, pad_arg, ks, ke, pq, pk, *descs,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         dq.stride(0), dq.stride(1), dq.stride(2),

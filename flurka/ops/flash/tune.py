@@ -1,7 +1,8 @@
 """Developer tool (GPU): time every block-size config of each kernel at a few shapes and print a ranking.
 
-`python -m flurka.ops.flash.tune [--budget-s 200]`. Each config is forced by giving the autotuner a one-element
-config list, so the timed code is exactly the production launch path. Not a test and not a benchmark result.
+`python -m flurka.ops.flash.tune [--budget-s 200] [--tma]`. Each config is forced by giving the autotuner a
+one-element config list, so the timed code is exactly the production launch path; `--tma` times each tile's TMA
+twin (tensor-descriptor loads) beside it. Not a test and not a benchmark result.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ GRID = [
 
 
 def _force(kernel, cfg) -> None:
-    bm, bn, w, s = cfg
-    kernel.configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)]
+    bm, bn, w, s, *tma = cfg
+    config = triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+    kernel.configs = K._with_tma([config]) if tma and tma[0] else [config]
     kernel.cache = {}
 
 
@@ -39,7 +41,8 @@ def sweep(
     q, k, v, do = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
     scale = D**-0.5
     bd = core._block_d(D)
-    launched = {name: K.kernel(name, bd) for name in KERNELS}  # the objects core.py launches at this head dim
+    # the objects core.py launches at this head dim for these (contiguous, TMA-eligible) inputs
+    launched = {name: K.kernel(name, bd, tma=core._descriptors(q, ranges=None) is not None) for name in KERNELS}
     defaults = {name: list(kernel.configs) for name, kernel in launched.items()}
     o, lse = core._forward(q, k, v, causal, scale, None, None)
     out: dict[str, list] = {}
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--N", type=int, default=4096)
     ap.add_argument("--kernels", default=",".join(KERNELS))
     ap.add_argument("--causal-only", action="store_true")
+    ap.add_argument("--tma", action="store_true", help="time each tile's TMA twin too (tile, tma) -> ms")
     args = ap.parse_args(argv)
     t0 = time.time()
     B = 16384 // args.N
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         plan = [(128, True, 0.5), (64, True, 0.5)]
     for D, causal, share in plan:
         configs = GRID if causal else GRID[::2]
+        if args.tma:
+            configs = [(*c, tma) for c in configs for tma in (False, True)]
         sweep(B, args.N, 16, D, causal, configs, args.budget_s * share, tuple(args.kernels.split(",")))
     print(f"tuning took {time.time() - t0:.0f} s")
 
