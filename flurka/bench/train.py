@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="N in {1k, 4k, 16k}, 2 warm-up + 5 timed steps, no compile")
     p.add_argument("--dry-run", action="store_true", help="a tiny GPT on CPU: checks the script runs")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument(
+    compile_choice = p.add_mutually_exclusive_group()  # both at once used to mean "no compile", silently
+    compile_choice.add_argument(
         "--compile",
         nargs="*",
         metavar="VARIANT",
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         help=f"also time these variants under torch.compile (no names: {COMPILED}; default: {COMPILED}, but none "
         "with --quick or --dry-run, whose compile times would take most of the run)",
     )
-    p.add_argument("--no-compile", action="store_true", help="time no variant under torch.compile")
+    compile_choice.add_argument("--no-compile", action="store_true", help="time no variant under torch.compile")
     p.add_argument("--budget-s", type=float, default=None,
                    help="stop starting points after this many seconds; the rest are recorded as skipped "
                    "(default: 200 with --quick, so it fits one 10-minute device call with room to spare)")  # fmt: skip

@@ -138,3 +138,9 @@ def test_compile_names_the_variants_timed_compiled_as_well(tmp_path, monkeypatch
     assert sum(not r["compiled"] for r in rows) == 4  # both variants eager at both dry-run lengths
     train.main(["--dry-run", "--variants", "full", "--out", str(out)])
     assert not any(r["compiled"] for r in json.loads(out.read_text())["rows"])  # a dry run compiles nothing
+
+
+def test_compile_and_no_compile_together_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--dry-run", "--compile", "full", "--no-compile"])
+    assert "not allowed with argument" in capsys.readouterr().err
