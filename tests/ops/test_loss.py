@@ -44,8 +44,9 @@ def _as64(*ts):
 
 @pytest.mark.parametrize("chunk", [1, 8, 37, 1000, None])
 @pytest.mark.parametrize("shape", [(37,), (3, 13)])
-def test_matches_the_reference_in_fp64(shape, chunk):
-    x, w, labels = _inputs(shape, dtype=torch.float64)
+@pytest.mark.parametrize("vocab", [V, 2 * VOCAB_ALIGN], ids=["padded-head", "aligned-head"])
+def test_matches_the_reference_in_fp64(shape, chunk, vocab):
+    x, w, labels = _inputs(shape, vocab=vocab, dtype=torch.float64)
     want = _run(linear_cross_entropy_reference, x, w, labels)
     got = _run(linear_cross_entropy, x, w, labels, chunk_tokens=chunk)
     for name, a, b in zip(("loss", "dx", "dW"), got, want, strict=True):
@@ -65,10 +66,12 @@ def test_matches_the_reference_in_fp32(chunk):
 
 
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
-def test_bf16_autocast_is_as_accurate_as_the_reference(x_dtype):
+@pytest.mark.parametrize("vocab", [V, 2 * VOCAB_ALIGN], ids=["padded-head", "aligned-head"])
+def test_bf16_autocast_is_as_accurate_as_the_reference(x_dtype, vocab):
     """Both round the matmuls (and `dlogits`) to bf16; ours may differ from the autocast reference by at most
-    twice the reference's own error against fp64, plus a floor. x may be a bf16 activation, W an fp32 param."""
-    x, w, labels = _inputs((3, 13), dtype=torch.float32)
+    twice the reference's own error against fp64, plus a floor. x may be a bf16 activation, W an fp32 param.
+    An aligned head (V a multiple of VOCAB_ALIGN) is used as it is, without the padded copy."""
+    x, w, labels = _inputs((3, 13), vocab=vocab, dtype=torch.float32)
     x = x.detach().to(x_dtype).requires_grad_()
     truth = _run(linear_cross_entropy_reference, *_as64(x, w), labels)
     ref = _run(linear_cross_entropy_reference, x, w, labels, autocast=True)

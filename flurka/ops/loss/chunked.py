@@ -120,8 +120,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # 86 busy ms on the H200 (nanoGPT pads its vocabulary to 50304 for the same reason). The padded logits
         # are set to -inf, so they add nothing to the log-sum-exp and get no gradient.
         v_pad = -(-V // VOCAB_ALIGN) * VOCAB_ALIGN
-        w = weight.new_zeros((v_pad, d), dtype=compute_dtype)
-        w[:V] = weight
+        if v_pad == V:  # already aligned (e.g. our 8000-token vocabularies): no padded copy, only the cast if any
+            w = weight.to(compute_dtype)  # never written to, so the head itself may serve
+        else:
+            w = weight.new_zeros((v_pad, d), dtype=compute_dtype)
+            w[:V] = weight
 
         valid = labels != ignore_index
         n_valid = valid.sum().to(acc)  # stays on the device: no sync
