@@ -78,6 +78,49 @@ def test_linformer_identity_projection_equals_full(x64):
     assert rel_err(lin(x64), full(x64)) < 1e-12
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_linformer_equals_its_formula_with_random_projections(padded, x64):
+    """softmax(Q (E K)ᵀ/√d) (F V), spelled out, with E, F random and padded keys left out of E K and F V."""
+    lin = make("linformer", causal=False, max_len=11, downsample_len=4)
+    keep = None
+    if padded:
+        keep = torch.ones(2, 11, dtype=torch.bool)
+        keep[1, 6:] = False
+    q, k, v = (heads(lin, p(x64)) for p in (lin.q_proj, lin.k_proj, lin.v_proj))
+    w = keep[:, :, None, None].double() if padded else 1.0
+    E, F = lin.downsample.E, lin.downsample.F
+    k_low, v_low = (torch.einsum("kn,bnhd->bkhd", M, t * w) for M, t in ((E, k), (F, v)))
+    want = lin.o_proj(explicit_softmax_attention(q, k_low, v_low, causal=False).reshape(2, 11, 8))
+    assert rel_err(lin(x64, padding_mask=keep), want) < 1e-12
+
+
+def test_linformer_in_bf16_runs_its_gemms_in_bf16():
+    """No fp32 GEMM on bf16 inputs (they had no tensor cores in the bf16 benchmarks): every matmul of a bf16
+    Linformer layer takes bf16 operands, and the output stays within bf16 rounding of the fp64 layer's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    matmuls = {"mm", "bmm", "addmm", "baddbmm", "_scaled_dot_product_flash_attention_for_cpu"}
+
+    class GemmDtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in matmuls:
+                self.seen.append((func.overloadpacket.__name__, {a.dtype for a in args if torch.is_tensor(a)}))
+            return func(*args, **(kwargs or {}))
+
+    lin64 = make("linformer", causal=False, max_len=11, downsample_len=4, d_model=32)
+    x = torch.randn(2, 11, 32, dtype=torch.float64)
+    lin16 = make("linformer", causal=False, max_len=11, downsample_len=4, d_model=32).bfloat16()
+    lin16.load_state_dict(lin64.state_dict())
+    with GemmDtypes() as mode:
+        got = lin16(x.bfloat16())
+    assert mode.seen and all(dtypes == {torch.bfloat16} for _, dtypes in mode.seen), mode.seen
+    assert got.dtype == torch.bfloat16 and rel_err(got.double(), lin64(x)) < 2e-2
+
+
 KERNEL_OF = {"flurka_performer": "performer", "flurka_rnn": "linear", "flurka_eva": "eva"}
 
 
