@@ -108,12 +108,18 @@ table-imagenet: install ## FLuRKA ImageNet: ViT per variant, accuracy (mini: MNI
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
 # ---- the GPU machine of the device tool: stage once here, then one call runs scripts/gpu_session.sh
-# A call carries at most 64 MiB: wheels 26 MiB + these four datasets 37 MiB + the tree ~1 MiB just fit; name
-# fewer with DEVICE_DATA="wikitext-2" for a call that needs less.
-DEVICE_DATA ?= wikitext-2 glue mnist multi30k
+# A call carries at most 64 MiB: wheels 27 MiB + the tree ~5 MiB leave ~32 MiB of data, so name what the call
+# needs (MiB: wikitext-2 13, glue 11, mnist 11, multi30k 3): DEVICE_DATA="mnist multi30k" for table-imagenet and
+# table-wmt, "wikitext-2 glue" for table-glue (the default), "mnist" for table-lra.
+DEVICE_DATA ?= wikitext-2 glue
+# fla-core: the Lightning bench's peer (issue 15), carried as a wheel
+FLA_CORE_VERSION ?= 0.6.0
 device-stage: ## stage .device/ (wheels the GPU image lacks + DEVICE_DATA datasets) for the device tool
 	rm -rf .device/data
 	../shared/device/stage.sh $(DEVICE_DATA)
+	@# fla-core (pure-Python Triton kernels): the Lightning bench's peer, chunk_simple_gla; 1 MB, pinned
+	$(BIN)/python -m pip download -q --no-deps --dest .device/wheels fla-core==$(FLA_CORE_VERSION) \
+		|| echo "fla-core $(FLA_CORE_VERSION) not fetched: the Lightning bench's fla rows will say unavailable"
 	@# the GPU machine's copy of .git is the session's starting one: record the commit the results come from
 	@echo "$$(git rev-parse HEAD)$$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty)" > .device/commit
 	@echo "staged for commit $$(cat .device/commit) (stage again after committing)"

@@ -1,9 +1,12 @@
-"""Lightning Attention-2 kernel benchmark: our causal linear attention with decay vs SDPA flash attention.
+"""Lightning Attention-2 kernel benchmark: our causal linear attention with decay vs fla and SDPA flash attention.
 
     python -m flurka.bench.lightning [--quick] [--out results/speed]
 
 Lightning-2's setting (PAPERS.md §4): B=4, H=32, D=128, bf16, causal, per-head decay λ_h = exp(−s_h) with ALiBi
 slopes, N = 512 … 64k; modes fwd, bwd, fwd_bwd. Reports ms and tokens/s (no TFLOP/s for linear attention).
+The peer is fla-core's `chunk_simple_gla` (flash-linear-attention's Triton kernels, the same recurrence with a
+per-head log decay; `make device-stage` carries its wheel): its rows also record how far its output is from ours
+on the same inputs. Without fla installed its rows say `unavailable`.
 `--noncausal` also times the non-causal kernel at FLuRKA Fig. 3's shapes (d_h = 325, H = 8, d_k = 1500 keys,
 Nq = 7k … 55k) against the cuBLAS formulation (two batched matmuls in torch), written to `linear_noncausal.json`.
 """
@@ -44,6 +47,15 @@ def _time_modes(fwd, inputs: list[torch.Tensor], modes) -> dict[str, float]:
     return out
 
 
+def fla_chunk_simple_gla():
+    """fla-core's chunk_simple_gla, or None (with why) when fla is not installed."""
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla
+    except ImportError as error:
+        return None, f"fla-core not installed ({error})"
+    return chunk_simple_gla, ""
+
+
 def bench_lightning(ns, *, B: int, H: int, D: int, modes, impls, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Append a row per (N, impl, mode) to `rows` (a `ResultsLog` writes each as it comes)."""
     from flurka.ops.linear import linear_attention
@@ -52,6 +64,7 @@ def bench_lightning(ns, *, B: int, H: int, D: int, modes, impls, rows: list[dict
     for N in ns:
         for impl in impls:
             torch.cuda.empty_cache()
+            extra: dict[str, Any] = {}
             try:
                 if impl == "sdpa":
                     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -64,6 +77,26 @@ def bench_lightning(ns, *, B: int, H: int, D: int, modes, impls, rows: list[dict
                             return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
 
                     variant = "flash"
+                elif impl == "fla":
+                    chunk_simple_gla, why = fla_chunk_simple_gla()
+                    if chunk_simple_gla is None:
+                        rows.append(dict(variant="lightning", impl=impl, B=B, N=N, H=H, D=D, dtype="bfloat16",
+                                         status="unavailable", error=why, ms=None))  # fmt: skip
+                        print(f"N={N} fla: unavailable, {why}")
+                        continue
+                    q, k, v = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
+                               for _ in range(3))  # fmt: skip
+                    log_decay = decay.log().float()  # g_gamma: the per-head log decay, [H]
+
+                    def fwd(q=q, k=k, v=v, op=chunk_simple_gla, g_gamma=log_decay):
+                        return op(q, k, v, g_gamma=g_gamma, scale=D**-0.5)[0]
+
+                    with torch.no_grad():  # the same recurrence: how far apart the two kernels' outputs are
+                        ours = linear_attention(q, k, v, causal=True, decay=decay, normalize=False, scale=D**-0.5,
+                                                backend="triton")[0].float()  # fmt: skip
+                        diff = (fwd().float() - ours).norm() / ours.norm()
+                    extra = {"rel_diff_vs_ours": float(f"{float(diff):.3g}")}
+                    variant = "lightning"
                 else:
                     q, k, v = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16).requires_grad_()
                                for _ in range(3))  # fmt: skip
@@ -82,12 +115,25 @@ def bench_lightning(ns, *, B: int, H: int, D: int, modes, impls, rows: list[dict
                 q = k = v = None
             for mode, ms in times.items():
                 row = dict(variant=variant, impl=impl, mode=mode, B=B, N=N, H=H, D=D, dtype="bfloat16")
-                row.update(causal=True, decay=variant == "lightning", ms=ms, tokens_per_s=B * N / (ms * 1e-3))
+                row.update(causal=True, decay=variant == "lightning", ms=ms, tokens_per_s=B * N / (ms * 1e-3), **extra)
                 rows.append(row)
                 print(
                     f"{variant:9s} {impl:6s} {mode:7s} N={N:6d}  {ms:9.3f} ms  {row['tokens_per_s'] / 1e6:8.2f} Mtok/s"
                 )
     return rows
+
+
+def peer_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Ours over fla per mode: the throughput ratio at each N both measured (issue 15: keep the lead)."""
+    lines = []
+    for mode in MODES:
+        tps = {(r["impl"], r["N"]): r["tokens_per_s"] for r in rows
+               if r.get("mode") == mode and r["variant"] == "lightning" and r.get("ms")}  # fmt: skip
+        both = sorted(n for impl, n in tps if impl == "triton" and ("fla", n) in tps)
+        if both:
+            ratios = ", ".join(f"{n}: {tps['triton', n] / tps['fla', n]:.2f}" for n in both)
+            lines.append(f"{mode}: ours/fla tokens/s by N: {ratios}")
+    return lines
 
 
 def bench_noncausal(nqs, *, B: int, H: int, D: int, Nk: int, modes, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,7 +167,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for j, mode in enumerate(MODES):
         for impl in sorted({r["impl"] for r in rows}):
-            sel = sorted((r for r in rows if r["mode"] == mode and r["impl"] == impl), key=lambda r: r["N"])
+            sel = sorted((r for r in rows if r.get("mode") == mode and r["impl"] == impl), key=lambda r: r["N"])
             if not sel:
                 continue
             label = f"{sel[0]['variant']} ({impl})"
@@ -151,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--H", type=int, default=32)
     p.add_argument("--D", type=int, default=128)
     p.add_argument("--ns", type=int, nargs="*", help="sequence lengths (default 512 … 65536, doubling)")
-    p.add_argument("--impls", nargs="*", default=["triton", "sdpa"], help="triton, sdpa, torch")
+    p.add_argument("--impls", nargs="*", default=["triton", "fla", "sdpa"], help="triton, fla, sdpa, torch")
     p.add_argument("--noncausal", action="store_true", help="also time FLuRKA Fig. 3 non-causal shapes")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -174,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         if len(sel) > 1:
             spread = max(sel.values()) / min(sel.values()) - 1
             print(f"{mode}: tokens/s spread over N ≥ 2k = {100 * spread:.1f}% (target ≤ 15%)")
+    for line in peer_lines(rows):
+        print(line)
     if args.noncausal:
         nqs = [7050 + 3000 * i for i in range(0, 17, 8 if args.quick else 2)]
         nc = ResultsLog(out / "linear_noncausal.json")
