@@ -127,11 +127,22 @@ class Attention(nn.Module):
     def project_qkv(
         self, x: torch.Tensor, context: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q from x, k and v from the context (or x), in [B, N, H, D], with RoPE applied when configured."""
-        src = x if context is None else context
-        q = self.split_heads(self.q_proj(x))
-        k = self.split_heads(self.k_proj(src))
-        v = self.split_heads(self.v_proj(src))
+        """q from x, k and v from the context (or x), in [B, N, H, D], with RoPE applied when configured.
+
+        Self-attention runs the three projections as one GEMM on the concatenated weights (one launch, three times
+        as wide: issue 15); q, k, v are then strided views of its [B, N, 3, H, D] output, which every op takes as
+        it is. The parameters stay three nn.Linear, so checkpoints and up-training see the same names."""
+        if context is None:
+            weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+            bias = None
+            if self.q_proj.bias is not None:
+                bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+            qkv = nn.functional.linear(x, weight, bias).view(*x.shape[:2], 3, self.n_heads, self.head_dim)
+            q, k, v = qkv.unbind(2)
+        else:
+            q = self.split_heads(self.q_proj(x))
+            k = self.split_heads(self.k_proj(context))
+            v = self.split_heads(self.v_proj(context))
         if self.rotary is not None:
             q_offset = max(k.shape[1] - q.shape[1], 0)
             q = self.rotary(q, offset=q_offset)

@@ -278,3 +278,21 @@ def test_full_passes_no_mask_tensor_when_none_is_needed(x64, monkeypatch):
     make("full", causal=False, impl="sdpa")(x64)
     make("full", causal=True, impl="sdpa")(x64, padding_mask=torch.ones(2, 11, dtype=torch.bool))
     assert seen == [(True, True), (True, False), (False, False)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name", ["full", "performer", "lightning"])
+def test_the_fused_qkv_projection_equals_three_projections(name, bias, x64):
+    """Self-attention's one GEMM on the concatenated weights gives what q_proj, k_proj and v_proj give apart,
+    and the gradients reach the three Linear layers as they would."""
+    m = make(name, causal=name == "lightning", bias=bias)
+    q, k, v = m.project_qkv(x64, None)
+    want = [heads(m, p(x64)) for p in (m.q_proj, m.k_proj, m.v_proj)]
+    for got, ref in zip((q, k, v), want):
+        assert rel_err(got, ref) < 1e-14
+    (q.sum() + 2 * k.sum() + 3 * v.sum()).backward()
+    fused = [p.weight.grad.clone() for p in (m.q_proj, m.k_proj, m.v_proj)]
+    m.zero_grad()
+    (want[0].sum() + 2 * want[1].sum() + 3 * want[2].sum()).backward()
+    for got, p in zip(fused, (m.q_proj, m.k_proj, m.v_proj)):
+        assert rel_err(got, p.weight.grad) < 1e-14
