@@ -181,12 +181,14 @@ class FLuRKARNN(FLuRKAMixin, LinearAttention):
         if self.feature_map != "elu":
             raise ValueError("causal FLuRKA-RNN is defined for elu+1 features")
         sk, sv = summary_kv
+        # elu+1 is finite and positive everywhere: no stabiliser, the plain normaliser. Query and key features
+        # in v's dtype, the one causal_kernel_attention computes in; the summaries' in fp32, as their states
         out = causal_kernel_attention(
-            elu_plus_one(q),  # elu+1 is finite and positive everywhere: no stabiliser, the plain normaliser
-            elu_plus_one(k),
+            elu_plus_one(q, dtype=v.dtype, backend=self.backend),
+            elu_plus_one(k, dtype=v.dtype, backend=self.backend),
             v,
             chunk_size=self.flurka_chunk,
-            summary_phi=elu_plus_one(sk),
+            summary_phi=elu_plus_one(sk, backend=self.backend),
             summary_v=sv,
             key_keep=padding_mask,
             eps=NORMALIZER_EPS,

@@ -69,7 +69,8 @@ class LinearAttention(Attention):
     def n_features(self) -> int:
         return 2 * self.head_dim if self.feature_map == "cosformer" else self.head_dim
 
-    def features(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def features(self, x: torch.Tensor, offset: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """φ(x) in `dtype` (None: fp32, as the reference maps); fused kernels on the Triton backend."""
         if self.feature_map == "cosformer":
             if x.shape[1] + offset > self.max_len:
                 raise ValueError(
@@ -77,17 +78,18 @@ class LinearAttention(Attention):
                     f"{x.shape[1] + offset}"
                 )
             pos = torch.arange(offset, offset + x.shape[1], device=x.device)
-            return cosformer_features(x, pos, self.max_len)
-        return FEATURE_MAPS[self.feature_map](x)
+            phi = cosformer_features(x, pos, self.max_len)
+            return phi if dtype is None else phi.to(dtype)
+        return FEATURE_MAPS[self.feature_map](x, dtype=dtype, backend=self.backend)
 
     def attend(self, q, k, v, *, padding_mask):
         from flurka.ops.linear import linear_attention
 
-        phi_q = self.features(q, offset=max(k.shape[1] - q.shape[1], 0))
-        phi_k, v = zero_padded_keys(self.features(k), v, padding_mask)
+        phi_q = self.features(q, offset=max(k.shape[1] - q.shape[1], 0), dtype=q.dtype)
+        phi_k, v = zero_padded_keys(self.features(k, dtype=q.dtype), v, padding_mask)
         out, _ = linear_attention(
-            phi_q.to(q.dtype),
-            phi_k.to(q.dtype),
+            phi_q,
+            phi_k,
             v,
             causal=self.causal,
             decay=self.decay,
@@ -149,24 +151,27 @@ class PerformerAttention(Attention):
             return self._causal_favor(q, k, v, padding_mask=padding_mask, summary_kv=summary_kv, scale=scale)
         from flurka.ops.linear import linear_attention
 
-        phi_q = favor_plus_features(q, self.projection, is_query=True)
-        phi_k, v = zero_padded_keys(favor_plus_features(k, self.projection, is_query=False), v, padding_mask)
-        out, _ = linear_attention(
-            phi_q.to(q.dtype), phi_k.to(q.dtype), v, causal=False, eps=NORMALIZER_EPS, backend=self.backend
-        )
+        opts = dict(dtype=q.dtype, backend=self.backend)
+        phi_q = favor_plus_features(q, self.projection, is_query=True, **opts)
+        phi_k, v = zero_padded_keys(favor_plus_features(k, self.projection, is_query=False, **opts), v, padding_mask)
+        out, _ = linear_attention(phi_q, phi_k, v, causal=False, eps=NORMALIZER_EPS, backend=self.backend)
         return out.to(q.dtype)
 
     def _causal_favor(self, q, k, v, *, padding_mask, summary_kv, scale: float) -> torch.Tensor:
         """Causal FAVOR+ (q, k already scaled by D^-¼): keys shifted by a data-independent constant, each
         query by its own max a; the normaliser then keeps an eps relative to the query's own denominator
         (`causal_kernel_attention`'s query_scale = exp(−a))."""
-        phi_q, shift = favor_plus_causal_features(q, self.projection, is_query=True)
-        phi_k, _ = favor_plus_causal_features(k, self.projection, is_query=False)
+        # query and key features in v's dtype, the one causal_kernel_attention computes in; the summaries' in
+        # fp32, as their states
+        opts = dict(dtype=v.dtype, backend=self.backend)
+        phi_q, shift = favor_plus_causal_features(q, self.projection, is_query=True, **opts)
+        phi_k, _ = favor_plus_causal_features(k, self.projection, is_query=False, **opts)
         s_phi = s_v = None
         if summary_kv is not None:
             sk, s_v = summary_kv
             B, C, R, H, D = sk.shape
-            s_phi, _ = favor_plus_causal_features(sk.reshape(B, C * R, H, D) * scale, self.projection, is_query=False)
+            sk = sk.reshape(B, C * R, H, D) * scale
+            s_phi, _ = favor_plus_causal_features(sk, self.projection, is_query=False, backend=self.backend)
             s_phi = s_phi.view(B, C, R, H, self.n_features)
         out = causal_kernel_attention(
             phi_q,

@@ -12,21 +12,27 @@ from tests.helpers import run_script
 SCRIPT = """
 import torch
 from flurka.ops.features import triton_features as TF
-from flurka.ops.features.triton_features import elu_plus_one_triton, favor_plus_features_triton
+from flurka.ops.features.triton_features import (
+    elu_plus_one_triton, favor_plus_causal_features_triton, favor_plus_features_triton)
 from flurka.ops.gpu_compile import compile_for_hopper, compiling_jit_launches
 with compiling_jit_launches() as launches:
     for dtype in (torch.float32, torch.bfloat16):
-        elu_plus_one_triton(torch.randn(2, 70, 3, 64, dtype=dtype, requires_grad=True)).float().sum().backward()
+        x = torch.randn(2, 70, 3, 64, dtype=dtype, requires_grad=True)
+        elu_plus_one_triton(x, dtype=dtype).float().sum().backward()
         for m in (64, 256, 512):
             for is_query in (True, False):
                 x = torch.randn(2, 70, 3, 64, dtype=dtype, requires_grad=True)
-                favor_plus_features_triton(x, torch.randn(m, 64), is_query=is_query).sum().backward()
+                favor_plus_features_triton(x, torch.randn(m, 64), is_query=is_query, dtype=dtype).sum().backward()
+                phi, _ = favor_plus_causal_features_triton(x, torch.randn(m, 64), is_query=is_query, dtype=dtype)
+                phi.float().sum().backward()
 for x in launches:
     print("LAUNCH", x.kernel, x.constexprs.get("BM"), x.num_stages, x.shared)
 favor = next(x for x in launches if x.kernel == "_favor_kernel" and x.constexprs["BM"] == 512)
 # the old choice for m = 512: 32-row tiles, three stages
-args = dict(x=torch.randn(2, 70, 3, 64), w=torch.randn(512, 64), out=torch.empty(2, 70, 3, 512),
-            cmax=torch.empty(6), N=70, H=3, D=64, M=512, eps=0.0, **{**favor.constexprs, "BR": 32})
+out = torch.empty(2, 70, 3, 512)
+args = dict(x=torch.randn(2, 70, 3, 64), w=torch.randn(512, 64), shift=torch.empty(512), out=out, z32=out,
+            cmax=torch.empty(6), amax=torch.empty(2, 70, 3), N=70, H=3, D=64, M=512, eps=0.0,
+            **{**favor.constexprs, "BR": 32})
 print("OLD", compile_for_hopper(TF._favor_kernel, args, 4, 3).shared)
 """
 

@@ -100,6 +100,12 @@ def favor_plus_features(x: torch.Tensor, projection: torch.Tensor, *, is_query: 
     return torch.exp(z - c.detach()) + eps
 
 
+def favor_key_shift(projection: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """c_m = ‖w_m‖²/2, the bound of every key's exponent (see `favor_plus_causal_features`): [m] or [H, m],
+    which broadcasts against the [B, N, H, m] exponents."""
+    return 0.5 * projection.to(dtype).pow(2).sum(-1)
+
+
 def favor_plus_causal_features(
     x: torch.Tensor, projection: torch.Tensor, *, is_query: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -113,7 +119,7 @@ def favor_plus_causal_features(
     ~2·87 for every m underflow to 0 in fp32 (inputs far outside the usual range).
     """
     z = favor_exponent(x, projection)
-    c = 0.5 * projection.to(z.dtype).pow(2).sum(-1)  # [m] or [H, m]: broadcasts against [B, N, H, m]
+    c = favor_key_shift(projection, z.dtype)
     if not is_query:
         return torch.exp(z - c), None
     zq = z + c

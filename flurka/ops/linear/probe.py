@@ -42,28 +42,35 @@ def host_overhead_us(n_calls: int = 200) -> dict[str, float]:
 
 
 def features() -> list[dict]:
+    """Each feature map as the layers call it (`flurka.ops.features.ops`, written in the attention op's bf16)
+    on the Triton and the torch backend; the torch rows are the fp32 reference then the cast, the layers'
+    path before the fused kernels were wired in."""
+    from flurka.ops.features import ops
     from flurka.ops.features import reference as ref
-    from flurka.ops.features.triton_features import elu_plus_one_triton, favor_plus_features_triton
     from flurka.ops.testing import rms_ratio
 
+    bf16 = torch.bfloat16
     rows = []
-    x = torch.randn(4, 8192, 32, 128, device="cuda", dtype=torch.bfloat16).requires_grad_()
-    for impl, fn in (("torch", ref.elu_plus_one), ("triton", elu_plus_one_triton)):
-        err = rms_ratio(fn(x), ref.elu_plus_one(x.float()))
-        rows.append(dict(op="elu+1", impl=impl, shape=list(x.shape), fwd_ms=bench_ms(lambda fn=fn: fn(x)),
-                         fwd_bwd_ms=bench_ms(fwd_bwd_fn(lambda fn=fn: fn(x))), rms_vs_fp32=err))  # fmt: skip
+
+    def add(op, shape, truth, make, **extra):
+        for impl in ("torch", "triton"):
+            fn = make(impl)
+            times = dict(fwd_ms=bench_ms(fn), fwd_bwd_ms=bench_ms(fwd_bwd_fn(fn)))
+            rows.append(dict(op=op, impl=impl, shape=list(shape), **times, rms_vs_fp32=rms_ratio(fn(), truth), **extra))
+
+    x = torch.randn(4, 8192, 32, 128, device="cuda", dtype=bf16).requires_grad_()
+    add("elu+1", x.shape, ref.elu_plus_one(x.float()),
+        lambda impl: lambda: ops.elu_plus_one(x, dtype=bf16, backend=impl))  # fmt: skip
     x = (torch.randn(4, 8192, 8, 64, device="cuda") * 64**-0.25).bfloat16().requires_grad_()
     w = ref.orthogonal_gaussian_projection(256, 64, device="cuda")
     for is_query in (True, False):
-        truth = ref.favor_plus_features(x.float(), w, is_query=is_query)
-        for impl, fn in (("torch", ref.favor_plus_features), ("triton", favor_plus_features_triton)):
-
-            def f(fn=fn, is_query=is_query):
-                return fn(x, w, is_query=is_query)
-
-            rows.append(dict(op=f"favor+ {'query' if is_query else 'key'}", impl=impl, shape=list(x.shape), m=256,
-                             fwd_ms=bench_ms(f), fwd_bwd_ms=bench_ms(fwd_bwd_fn(f)),
-                             rms_vs_fp32=rms_ratio(f(), truth)))  # fmt: skip
+        who = "query" if is_query else "key"
+        add(f"favor+ {who}", x.shape, ref.favor_plus_features(x.float(), w, is_query=is_query),
+            lambda impl, q=is_query: lambda: ops.favor_plus_features(x, w, is_query=q, dtype=bf16, backend=impl),
+            m=256)  # fmt: skip
+        add(f"causal favor+ {who}", x.shape, ref.favor_plus_causal_features(x.float(), w, is_query=is_query)[0],
+            lambda impl, q=is_query: lambda: ops.favor_plus_causal_features(
+                x, w, is_query=q, dtype=bf16, backend=impl)[0], m=256)  # fmt: skip
     return rows
 
 
@@ -81,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     for k, v in res["host_overhead_us"].items():
         print(f"overhead {k:40s} {v:8.1f} µs/call")
     for r in res["features"]:
-        print(f"{r['op']:13s} {r['impl']:6s} fwd {r['fwd_ms']:7.3f} ms  fwd+bwd {r['fwd_bwd_ms']:7.3f} ms  "
+        print(f"{r['op']:20s} {r['impl']:6s} fwd {r['fwd_ms']:7.3f} ms  fwd+bwd {r['fwd_bwd_ms']:7.3f} ms  "
               f"rms {r['rms_vs_fp32']:.1e}")  # fmt: skip
     for k, v in res["autotune"].items():
         print("autotune", k, v)
