@@ -98,12 +98,14 @@ class FLuRKAMixin:
 
     def forward(self, x, *, context=None, padding_mask=None):
         self.check_inputs(x, context, padding_mask)
-        q = self.split_heads(self.q_proj(x))
         if self.causal:
-            if padding_mask is not None:
+            if padding_mask is None:
+                q, k, v = self.project_qkv(x, None)  # one GEMM (FLuRKA has no RoPE)
+            else:
+                q = self.split_heads(self.q_proj(x))
                 x = x * padding_mask[..., None].to(x.dtype)  # padded tokens feed no chunk summary
-            k = self.split_heads(self.k_proj(x))
-            v = self.split_heads(self.v_proj(x))
+                k = self.split_heads(self.k_proj(x))
+                v = self.split_heads(self.v_proj(x))
             summary_k, summary_v = self._chunk_summaries(k, v)
             y = self.kernel_attend(q, k, v, padding_mask=padding_mask, summary_kv=(summary_k, summary_v))
             if summary_k.shape[1] == 1:
@@ -111,6 +113,7 @@ class FLuRKAMixin:
                 # every parameter in every backward; a zero-weighted term keeps them in the graph (gradient 0).
                 y = y + 0.0 * (summary_k.sum() + summary_v.sum())
         else:
+            q = self.split_heads(self.q_proj(x))
             src = x if context is None else context
             k_low = self._project_down(src, padding_mask, "k")
             v_low = self._project_down(src, padding_mask, "v")
