@@ -118,3 +118,41 @@ def profile_step(step: Callable[[], object], device: torch.device, *, steps: int
            for e in events[:top]]  # fmt: skip
     return {"steps": steps, "wall_ms": round(wall_ms, 3), "busy_ms": round(busy_ms, 3),
             "time": "device" if cuda else "cpu", "top": ops}  # fmt: skip
+
+
+def profiles_markdown(
+    rows: list[dict], label: Callable[[dict], str] = lambda r: r["variant"], top: int = 12
+) -> list[str]:
+    """For each profiled point (a row with a `profile_step` dict under "profile"): wall vs busy time (how much
+    of the step the device computes) and its top operations, each with its share of the busy time."""
+    profiled = [r for r in rows if r.get("profile")]
+    if not profiled:
+        return []
+    out = ["### where the time goes (torch.profiler, 2 steps after the timed ones)", ""]
+    for r in profiled:
+        prof = r["profile"]
+        busy, wall = prof["busy_ms"], prof["wall_ms"]
+        out += [f"**{label(r)} at N={r['N']}**: {wall:.1f} ms a step under the profiler, {prof['time']} busy "
+                f"{busy:.1f} ms ({100 * busy / wall:.0f}%)", "",
+                "| operation | ms / step | calls / step | share of busy |", "|---|---:|---:|---:|"]  # fmt: skip
+        out += [f"| `{op['name'][:90]}` | {op['ms']:.3f} | {op['calls']} | {100 * op['ms'] / busy:.1f}% |"
+                for op in prof["top"][:top]]  # fmt: skip
+        out.append("")
+    return out
+
+
+def profile_filter(specs: list[str] | None, variants: list[str]) -> Callable[[str, int], bool]:
+    """`--profile full flurka_rnn@1024`: a variant at every length, or at one; a name not in the sweep is an
+    error that lists the variants."""
+    wanted: dict[str, set[int] | None] = {}
+    for spec in specs or []:
+        name, _, n = spec.partition("@")
+        if name not in variants:
+            raise SystemExit(f"--profile {spec}: '{name}' is not a variant of this sweep ({', '.join(variants)})")
+        if n and not n.isdigit():
+            raise SystemExit(f"--profile {spec}: the length after '@' must be a number of tokens")
+        if not n:
+            wanted[name] = None
+        elif wanted.get(name, set()) is not None:
+            wanted.setdefault(name, set()).add(int(n))
+    return lambda name, n: name in wanted and (wanted[name] is None or n in wanted[name])

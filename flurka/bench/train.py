@@ -41,7 +41,14 @@ from typing import Any
 import torch
 
 from flurka.bench.report import ResultsLog, plt_agg
-from flurka.bench.timing import bench_device, peak_memory_mib, profile_step, step_times_ms
+from flurka.bench.timing import (
+    bench_device,
+    peak_memory_mib,
+    profile_filter,
+    profile_step,
+    profiles_markdown,
+    step_times_ms,
+)
 from flurka.results.provenance import read_results
 
 # conf/model/gpt2_small.yaml (a test keeps the two equal); GPT-2's own vocabulary, as the openwebtext2 task's
@@ -289,7 +296,7 @@ def markdown(rows: list[dict], setup: Setup, provenance: dict[str, str]) -> str:
                 "|---|" + "---:|" * len(lengths)]  # fmt: skip
         out += [f"| {lab} | " + " | ".join(_cell(at.get((lab, n)), key) for n in lengths) + " |" for lab in labels]
         out.append("")
-    out += profiles_markdown(rows)
+    out += profiles_markdown(rows, _label)
     errors = [f"- {_label(r)} at N={r['N']}: {r['status']}: {r['error']}" for r in rows if r["status"] != "ok"]
     return "\n".join(out + (["### not measured", "", *errors, ""] if errors else []))
 
@@ -298,42 +305,6 @@ def _loss_kind(setup: Setup) -> str:
     if setup.model.get("fused_loss", True):
         return "chunked over the head (flurka.ops.loss, no [B, N, V] logits)"
     return "over all the [B, N, V] logits (--logits-loss)"
-
-
-def profiles_markdown(rows: list[dict], top: int = 12) -> list[str]:
-    """For each profiled point: wall vs busy time (how much of the step the device computes) and its top
-    operations, each with its share of the busy time."""
-    profiled = [r for r in rows if r.get("profile")]
-    if not profiled:
-        return []
-    out = ["### where the time goes (torch.profiler, 2 steps after the timed ones)", ""]
-    for r in profiled:
-        prof = r["profile"]
-        busy, wall = prof["busy_ms"], prof["wall_ms"]
-        out += [f"**{_label(r)} at N={r['N']}**: {wall:.1f} ms a step under the profiler, {prof['time']} busy "
-                f"{busy:.1f} ms ({100 * busy / wall:.0f}%)", "",
-                "| operation | ms / step | calls / step | share of busy |", "|---|---:|---:|---:|"]  # fmt: skip
-        out += [f"| `{op['name'][:90]}` | {op['ms']:.3f} | {op['calls']} | {100 * op['ms'] / busy:.1f}% |"
-                for op in prof["top"][:top]]  # fmt: skip
-        out.append("")
-    return out
-
-
-def profile_filter(specs: list[str] | None, variants: list[str]) -> Callable[[str, int], bool]:
-    """`--profile full flurka_rnn@1024`: a variant at every length, or at one; a name not in the sweep is an
-    error that lists the variants."""
-    wanted: dict[str, set[int] | None] = {}
-    for spec in specs or []:
-        name, _, n = spec.partition("@")
-        if name not in variants:
-            raise SystemExit(f"--profile {spec}: '{name}' is not a variant of this sweep ({', '.join(variants)})")
-        if n and not n.isdigit():
-            raise SystemExit(f"--profile {spec}: the length after '@' must be a number of tokens")
-        if not n:
-            wanted[name] = None
-        elif wanted.get(name, set()) is not None:
-            wanted.setdefault(name, set()).add(int(n))
-    return lambda name, n: name in wanted and (wanted[name] is None or n in wanted[name])
 
 
 def plot(rows: list[dict], path: Path) -> None:

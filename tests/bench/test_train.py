@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from flurka.bench import train
+from flurka.bench import timing, train
 from tests.helpers import ROOT, run_script
 
 ROW_KEYS = {"variant", "impl", "mode", "B", "N", "H", "D", "dtype", "causal", "ms", "tflops"}
@@ -121,12 +121,12 @@ def test_profiled_points_record_where_the_step_time_goes(tmp_path):
 
 
 def test_profile_names_must_be_variants_of_the_sweep():
-    wanted = train.profile_filter(["full", "flurka_rnn@1024"], ["full", "flurka_rnn"])
+    wanted = timing.profile_filter(["full", "flurka_rnn@1024"], ["full", "flurka_rnn"])
     assert wanted("full", 16384) and wanted("flurka_rnn", 1024) and not wanted("flurka_rnn", 4096)
     with pytest.raises(SystemExit, match="not a variant of this sweep.*full, flurka_rnn"):
-        train.profile_filter(["lightning"], ["full", "flurka_rnn"])
+        timing.profile_filter(["lightning"], ["full", "flurka_rnn"])
     with pytest.raises(SystemExit, match="must be a number"):
-        train.profile_filter(["full@1k"], ["full"])
+        timing.profile_filter(["full@1k"], ["full"])
 
 
 def test_compile_names_the_variants_timed_compiled_as_well(tmp_path, monkeypatch):
