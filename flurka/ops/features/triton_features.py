@@ -159,7 +159,9 @@ class _FavorPlus(torch.autograd.Function):
         cmax = torch.full((B * H,), float("-inf"), dtype=torch.float32, device=x.device)
         store_max = mode == QUERY_ROW_MAX and shift is not None
         amax = torch.empty((B, N, H) if store_max else (0,), dtype=torch.float32, device=x.device)
-        sh = shift.float().contiguous() if shift is not None else cmax  # a pointer the kernel never reads
+        # pointers the kernel never reads or writes stand in for the absent shift and row maxima
+        sh = shift.float().contiguous() if shift is not None else cmax
+        amax_ptr = amax if store_max else cmax
         BM = max(16, triton.next_power_of_2(M))
         # Shared memory grows with the stages and BR × BM: with 32-row tiles and 3 stages, BM = 512 asked
         # 392-408 KB on sm_90 (limit 227 KB) and BM = 256 up to 216 KB (compiled for sm_90 on a CPU with triton
@@ -168,7 +170,7 @@ class _FavorPlus(torch.autograd.Function):
         stages = 3 if BM <= 128 else 2 if BM <= 256 else 1
         if out.numel():
             _favor_kernel[(triton.cdiv(N, BR), B * H)](
-                xc, wc, sh, out, z32, cmax, amax, N, H, D, M, eps,
+                xc, wc, sh, out, z32, cmax, amax_ptr, N, H, D, M, eps,
                 BR=BR, BD=min(64, max(16, triton.next_power_of_2(D))), BM=BM, PER_HEAD=w.dim() == 3,
                 MODE=mode, HAS_SHIFT=shift is not None, STORE_MAX=store_max, num_stages=stages,
             )  # fmt: skip
