@@ -119,12 +119,23 @@ class Seq2Seq(nn.Module):
             x = block(x, padding_mask=src_mask)
         return self.enc_ln(x)
 
-    def decode(self, tgt_ids: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Next-token logits [B, T, V_tgt] for every decoder position, attending to `memory`."""
+    def decode(
+        self,
+        tgt_ids: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor | None = None,
+        *,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Next-token logits [B, T, V_tgt] for every decoder position, attending to `memory`; `last_only`: for
+        the last position only, [B, 1, V_tgt] (what a search step reads: the head is a d × V GEMM per position,
+        as costly as a decoder layer, so running it on the whole prefix every step doubled a beam search)."""
         self._check_ids(tgt_ids, "tgt_ids")
         y = self.drop(self.tgt_emb(tgt_ids) + self.tgt_pos(tgt_ids.shape[1]))
         for block in self.decoder:
             y = block(y, context=memory, context_mask=src_mask)
+        if last_only:
+            y = y[:, -1:]
         return self.lm_head(self.dec_ln(y))
 
     def forward(
@@ -191,7 +202,7 @@ class Seq2Seq(nn.Module):
         lengths = torch.zeros(B * K, dtype=torch.long, device=device)
         banned = sorted({self.pad_id, self.bos_id} - {self.eos_id})
         for _ in range(limit):
-            logp = torch.log_softmax(self.decode(tokens, memory, mask)[:, -1].float(), dim=-1)  # [B*K, V]
+            logp = torch.log_softmax(self.decode(tokens, memory, mask, last_only=True)[:, -1].float(), dim=-1)
             logp[:, banned] = float("-inf")
             logp[finished] = float("-inf")
             logp[finished, self.pad_id] = 0.0  # a finished beam's only continuation: pad, at no cost

@@ -240,3 +240,17 @@ def test_copy_task_loss_decreases():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
+
+
+def test_decode_last_only_is_the_last_position_of_the_full_decode():
+    """What each beam-search step reads: the head on the last position only (the prefix's other logits are
+    never used), the same numbers as the last row of the full decode."""
+    torch.manual_seed(0)
+    model = tiny(attention=spec("flurka_rnn")).eval()
+    src, src_mask, tgt, _ = pair()
+    with torch.no_grad():
+        memory = model.encode(src, src_mask)
+        full = model.decode(tgt, memory, src_mask)
+        last = model.decode(tgt, memory, src_mask, last_only=True)
+    assert last.shape == (2, 1, 12)
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-6, atol=1e-6)
