@@ -1,13 +1,16 @@
 """Speed of our FlashAttention kernel vs PyTorch SDPA's cuDNN and flash (FA2) backends and the naive path.
 
 bf16, B*N = 16k tokens, H = 16, D in {64, 128}, N = 512 ... 16k, causal and not, fwd and fwd_bwd, every
-implementation side by side in one run. Writes `results/speed/flash.json` (DESIGN.md row schema) and `flash.png`
-beside it, and prints ours over each SDPA backend (issue 16's bar is cuDNN: what a PyTorch user on Hopper gets).
-A backend that cannot run a point (cuDNN on an older GPU or cuDNN build) is recorded as `unavailable`, with why.
-`--impls triton_ptr,triton_tma` adds our kernels pinned to pointer loads or to TMA tensor-descriptor loads
-(`FLURKA_FLASH_TMA=off|only`; the default `triton` autotunes over both), and every row of ours records the
-tiles its autotuner chose. `--quick` runs a short sweep. Run as `python scripts/bench.py flash [...]` or
-`python -m flurka.bench.flash [...]`.
+implementation side by side in one run. Wide heads (D 256 and 325, FLuRKA's Fig. 3 head; issue 16: they must
+run and beat the PyTorch path) at N 1k, 4k (16k without --quick) against SDPA with its own backend choice
+(`sdpa_auto`, what a user gets; at D = 325 neither cuDNN nor flash has a kernel) and the naive path.
+Writes `results/speed/flash.json` (DESIGN.md row schema) and `flash.png` beside it, and prints ours over each
+SDPA backend (issue 16's bar is cuDNN: what a PyTorch user on Hopper gets) and, per wide-head point, over the
+faster PyTorch path. A backend that cannot run a point (cuDNN on an older GPU or cuDNN build) is recorded as
+`unavailable`, with why. `--impls triton_ptr,triton_tma` adds our kernels pinned to pointer loads or to TMA
+tensor-descriptor loads (`FLURKA_FLASH_TMA=off|only`; the default `triton` autotunes over both), and every row
+of ours records the tiles its autotuner chose. `--quick` runs a short sweep, `--no-wide` skips the wide heads.
+Run as `python scripts/bench.py flash [...]` or `python -m flurka.bench.flash [...]`.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ H = 16
 SDPA_BACKENDS = {"sdpa_cudnn": "CUDNN_ATTENTION", "sdpa_flash": "FLASH_ATTENTION"}  # impl -> SDPBackend member
 LABELS = {
     "triton": "ours (Triton)", "sdpa_cudnn": "SDPA cuDNN", "sdpa_flash": "SDPA flash (FA2)", "torch": "naive",
-    "triton_ptr": "ours, pointer loads", "triton_tma": "ours, TMA loads",
+    "triton_ptr": "ours, pointer loads", "triton_tma": "ours, TMA loads", "sdpa_auto": "SDPA (its choice)",
 }  # fmt: skip
 DEFAULT_IMPLS = "triton,sdpa_cudnn,sdpa_flash,torch"
+WIDE_HEAD_DIMS = (256, 325)
+WIDE_IMPLS = ["triton", "sdpa_auto", "torch"]  # the PyTorch paths a wide head has
 TMA_MODES = {"triton": "auto", "triton_ptr": "off", "triton_tma": "only"}  # our impls -> FLURKA_FLASH_TMA
 
 
@@ -90,9 +95,17 @@ def _impls(causal: bool) -> dict:
         name: (lambda q, k, v, b=backend: sdpa_one_backend(q, k, v, causal, b))
         for name, backend in SDPA_BACKENDS.items()
     }
+
+    def sdpa_auto(q, k, v):
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
+        )
+        return o.transpose(1, 2)
+
     return {
         **{impl: _ours(causal, mode) for impl, mode in TMA_MODES.items()},
         **sdpa,
+        "sdpa_auto": sdpa_auto,
         "torch": lambda q, k, v: attention_reference(q, k, v, causal=causal),
     }
 
@@ -173,7 +186,7 @@ def plot(rows: list[dict], path: Path) -> None:
         for i, mode in enumerate(modes):
             ax = axes[i][j]
             styles = (("triton", "o-"), ("triton_ptr", "1-"), ("triton_tma", "2-"), ("sdpa_cudnn", "d-."),
-                      ("sdpa_flash", "s--"), ("torch", "x:"))  # fmt: skip
+                      ("sdpa_flash", "s--"), ("sdpa_auto", "^-."), ("torch", "x:"))  # fmt: skip
             for impl, style in styles:
                 pts = sorted((r["N"], r["tflops"]) for r in rows if r["tflops"] is not None
                              and (r["D"], r["causal"], r["mode"], r["impl"]) == (D, causal, mode, impl))  # fmt: skip
@@ -195,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="short sweep (N in {1k, 4k, 16k}, fewer repeats)")
     ap.add_argument("--out", default="results/speed/flash.json")
     ap.add_argument("--impls", default=DEFAULT_IMPLS, help=f"comma-separated, of {', '.join(LABELS)}")
+    ap.add_argument("--no-wide", action="store_true", help=f"skip the wide heads (D in {WIDE_HEAD_DIMS})")
     args = ap.parse_args(argv)
     impls = args.impls.split(",")
     unknown = sorted(set(impls) - set(LABELS))
@@ -212,9 +226,14 @@ def main(argv: list[str] | None = None) -> None:
         for causal in (False, True):
             for N in Ns:
                 measure(N, D, causal, impls, ["fwd", "fwd_bwd"], warmup, rep, rows)
+    if not args.no_wide:
+        for D in WIDE_HEAD_DIMS:
+            for causal in (False, True):
+                for N in [1024, 4096] if args.quick else [1024, 4096, 16384]:
+                    measure(N, D, causal, WIDE_IMPLS, ["fwd", "fwd_bwd"], warmup, rep, rows)
     out = rows.finish()
     plot(rows, out.with_suffix(".png"))
-    for line in speedup_lines(rows):
+    for line in speedup_lines(rows) + wide_head_lines(rows):
         print(line)
     print(f"wrote {out} and {out.with_suffix('.png')} in {time.time() - t0:.0f} s")
 
@@ -234,6 +253,24 @@ def speedup_lines(rows: list[dict]) -> list[str]:
                 geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
                 lines.append(f"D={D} causal={causal} {mode}: ours/{LABELS[peer]} for N>=2k: min {min(ratios):.2f} "
                              f"geomean {geomean:.2f}{at_1k}")  # fmt: skip
+    return lines
+
+
+def wide_head_lines(rows: list[dict]) -> list[str]:
+    """Per wide-head point: ours over the faster PyTorch path (SDPA's own choice or the naive one) measured there
+    (issue 16: D 256 and 325 faster than the PyTorch path)."""
+    lines = []
+    points = sorted({(r["D"], r["causal"], r["mode"], r["N"]) for r in rows if r["D"] in WIDE_HEAD_DIMS})
+    for D, causal, mode, N in points:
+        tf = {r["impl"]: r["tflops"] for r in rows
+              if (r["D"], r["causal"], r["mode"], r["N"]) == (D, causal, mode, N) and r.get("tflops")}  # fmt: skip
+        peers = {impl: t for impl, t in tf.items() if impl in ("sdpa_auto", "torch")}
+        if "triton" not in tf or not peers:
+            continue
+        best = max(peers, key=peers.get)
+        ratio = tf["triton"] / peers[best]
+        lines.append(f"D={D} causal={causal} {mode} N={N}: ours {tf['triton']:.1f} TFLOP/s, {ratio:.2f}x the faster "
+                     f"PyTorch path ({LABELS[best]}, {peers[best]:.1f})")  # fmt: skip
     return lines
 
 

@@ -39,6 +39,20 @@ def test_an_unavailable_backend_is_a_row_without_numbers_and_out_of_the_ratios(t
     assert (tmp_path / "flash.png").stat().st_size > 0
 
 
+def test_wide_heads_are_compared_with_the_faster_pytorch_path():
+    """D 256 / 325 (issue 16): ours over the faster of SDPA's own choice and the naive path, per point; a point
+    without ours or without a PyTorch path says nothing."""
+    rows = []
+    for impl, tf in (("triton", 120.0), ("sdpa_auto", 40.0), ("torch", 60.0)):
+        rows.append(flash._row(impl, "fwd", 16, 1024, 325, False, 1.0) | {"tflops": tf})
+    rows.append(flash._row("sdpa_auto", "fwd_bwd", 16, 1024, 325, False, 1.0) | {"tflops": 30.0})
+    rows.append(flash._row("triton", "fwd", 16, 1024, 64, False, 1.0) | {"tflops": 300.0})  # not a wide head
+    assert flash.wide_head_lines(rows) == [
+        "D=325 causal=False fwd N=1024: ours 120.0 TFLOP/s, 2.00x the faster PyTorch path (naive, 60.0)"
+    ]
+    assert set(flash.WIDE_IMPLS) <= set(flash._impls(causal=False)) and flash.WIDE_HEAD_DIMS == (256, 325)
+
+
 def test_the_default_run_has_every_implementation_and_unknown_ones_are_refused():
     assert flash.DEFAULT_IMPLS.split(",") == ["triton", "sdpa_cudnn", "sdpa_flash", "torch"]
     assert set(flash._impls(causal=True)) == set(flash.LABELS)  # + ours pinned to pointer or TMA loads
