@@ -34,6 +34,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from flurka.ops._backend import without_autocast
 from flurka.ops.linear import linear_attention
 
 #: the smallest denominator divided by with a per-query `query_scale` (see `_attend`)
@@ -60,11 +61,12 @@ def chunk_entry_states(summary_phi: torch.Tensor, summary_v: torch.Tensor) -> to
     would cancel in floating point); the last chunk's summary reaches no query, so it is never summed.
     """
     dtype = torch.promote_types(summary_phi.dtype, torch.float32)
-    sv = summary_v.to(dtype)
-    sv = torch.cat([sv, torch.ones_like(sv[..., :1])], dim=-1)  # the normaliser z: the state of a ones column
-    per_chunk = torch.einsum("bcrhm,bcrhd->bchmd", summary_phi.to(dtype), sv)  # [B, C, H, M, Dv + 1]
-    before = torch.cumsum(per_chunk[:, :-1], dim=1)
-    entry = torch.cat([torch.zeros_like(per_chunk[:, :1]), before], dim=1)
+    with without_autocast(summary_phi):  # fp32 states under bf16 autocast too (einsum would run in bf16)
+        sv = summary_v.to(dtype)
+        sv = torch.cat([sv, torch.ones_like(sv[..., :1])], dim=-1)  # the normaliser z: the state of a ones column
+        per_chunk = torch.einsum("bcrhm,bcrhd->bchmd", summary_phi.to(dtype), sv)  # [B, C, H, M, Dv + 1]
+        before = torch.cumsum(per_chunk[:, :-1], dim=1)
+        entry = torch.cat([torch.zeros_like(per_chunk[:, :1]), before], dim=1)
     return entry.flatten(0, 1)
 
 

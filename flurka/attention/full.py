@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from flurka.attention.base import Attention
 from flurka.attention.positional import alibi_bias
-from flurka.ops._backend import resolve_backend
+from flurka.ops._backend import resolve_backend, without_autocast
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +77,13 @@ class FullAttention(Attention):
             out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask)
         else:
             ct = torch.promote_types(q.dtype, torch.float32)  # fp32 math for half inputs, fp64 stays fp64
-            scores = torch.einsum("bhid,bhjd->bhij", qh.to(ct), kh.to(ct)) / D**0.5
-            if bias is not None:
-                scores = scores + bias
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            out = torch.einsum("bhij,bhjd->bhid", scores.softmax(dim=-1), vh.to(ct)).to(q.dtype)
+            with without_autocast(q):  # under autocast too: the einsums would run in bf16
+                scores = torch.einsum("bhid,bhjd->bhij", qh.to(ct), kh.to(ct)) / D**0.5
+                if bias is not None:
+                    scores = scores + bias
+                if mask is not None:
+                    scores = scores.masked_fill(~mask, float("-inf"))
+                out = torch.einsum("bhij,bhjd->bhid", scores.softmax(dim=-1), vh.to(ct)).to(q.dtype)
         if empty_rows is not None:
             out = out.masked_fill(empty_rows, 0.0)
         return out.transpose(1, 2)

@@ -48,3 +48,13 @@ def check_bnhd(name: str, t: torch.Tensor) -> None:
     """Ops take [batch, seq, heads, head_dim]; anything else is a caller bug."""
     if t.dim() != 4:
         raise ValueError(f"{name} must be [B, N, H, D] (4-d); got shape {tuple(t.shape)}")
+
+
+def without_autocast(t: torch.Tensor) -> torch.autocast:
+    """A region where autocast is off on `t`'s device: math an op promises in fp32 stays fp32.
+
+    Under autocast, matmul, bmm and einsum run in bf16 even on fp32 tensors (the cast happens inside the op), so
+    `.float()` before a product is not enough: causal FLuRKA's chunk entry states, written as fp32 einsums, came
+    out of a bf16 training step in bf16 with 2e-3 relative error instead of 4e-8, and the op's torch path and the
+    FAVOR+ exponent lost their fp32 the same way."""
+    return torch.autocast(t.device.type, enabled=False)

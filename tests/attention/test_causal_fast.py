@@ -170,6 +170,19 @@ def test_entry_states_are_the_exclusive_prefix_sums():
     torch.testing.assert_close(s0[:, 2, ..., D], phi_s[:, :2].sum((1, 2)))
 
 
+def test_entry_states_stay_fp32_under_bf16_autocast():
+    """Autocast runs einsum in bf16 even on fp32 tensors: the states came out bf16 with 2e-3 relative error (the
+    normaliser's z column included) until the prefix sums ran with autocast off. Now fp32, at fp32's error."""
+    torch.manual_seed(0)
+    phi_s = torch.rand(2, 16, 8, H, 32)  # elu+1-like features of 16 chunks' summaries
+    sv = torch.randn(2, 16, 8, H, 32).bfloat16()
+    truth = chunk_entry_states(phi_s.double(), sv.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        s0 = chunk_entry_states(phi_s, sv)
+    assert s0.dtype == torch.float32
+    assert_rel_close(s0, truth, 1e-6, "entry states under autocast")
+
+
 def test_an_empty_sequence_and_shapes():
     q = torch.rand(2, 0, H, D)
     out = causal_kernel_attention(q, q, torch.rand(2, 0, H, 3), summary_phi=torch.rand(2, 0, 1, H, D),

@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from flurka.ops._backend import without_autocast
+
 
 def _math_dtype(x: torch.Tensor) -> torch.Tensor:
     """fp32 math for half-precision inputs; fp64 stays fp64 (tests compare in fp64)."""
@@ -76,10 +78,11 @@ def favor_exponent(x: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
     """
     xf = _math_dtype(x)
     wf = projection.to(xf.dtype)
-    if wf.dim() == 2:
-        proj = torch.einsum("bnhd,md->bnhm", xf, wf)
-    else:
-        proj = torch.einsum("bnhd,hmd->bnhm", xf, wf)
+    with without_autocast(xf):  # the exponent feeds exp(): fp32 under bf16 autocast too
+        if wf.dim() == 2:
+            proj = torch.einsum("bnhd,md->bnhm", xf, wf)
+        else:
+            proj = torch.einsum("bnhd,hmd->bnhm", xf, wf)
     return proj - 0.5 * xf.pow(2).sum(-1, keepdim=True)
 
 

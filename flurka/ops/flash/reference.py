@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from flurka.ops._backend import check_bnhd
+from flurka.ops._backend import check_bnhd, without_autocast
 
 
 def visible_mask(
@@ -42,16 +42,18 @@ def masked_softmax_attention(
     """softmax(q kᵀ·scale, masked) v on `[B, H, N, D]` tensors; rows with no visible key give 0.
 
     The masked logits are filled with -inf and empty rows are replaced by a finite row before the softmax so
-    that neither the output nor the gradient sees a NaN; the probabilities of those rows are then zeroed.
+    that neither the output nor the gradient sees a NaN; the probabilities of those rows are then zeroed. In the
+    inputs' dtype, under autocast too (the references pass fp32 or fp64: the truth must not drop to bf16).
     """
-    s = torch.matmul(q, k.transpose(-1, -2)) * scale
-    if mask is None:
-        return torch.matmul(torch.softmax(s, dim=-1), v)
-    s = s.masked_fill(~mask, float("-inf"))
-    empty = ~mask.any(dim=-1, keepdim=True)
-    s = s.masked_fill(empty, 0.0)
-    p = torch.softmax(s, dim=-1).masked_fill(empty, 0.0)
-    return torch.matmul(p, v)
+    with without_autocast(q):
+        s = torch.matmul(q, k.transpose(-1, -2)) * scale
+        if mask is None:
+            return torch.matmul(torch.softmax(s, dim=-1), v)
+        s = s.masked_fill(~mask, float("-inf"))
+        empty = ~mask.any(dim=-1, keepdim=True)
+        s = s.masked_fill(empty, 0.0)
+        p = torch.softmax(s, dim=-1).masked_fill(empty, 0.0)
+        return torch.matmul(p, v)
 
 
 def attention_reference(

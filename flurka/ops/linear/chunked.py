@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from flurka.ops._backend import without_autocast
 from flurka.ops.linear._common import DEFAULT_EPS, augment_values, check_args, split_output
 
 
@@ -33,7 +34,13 @@ def linear_attention_chunked(
     eps: float = DEFAULT_EPS,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Same contract as `reference.linear_attention_parallel`, without the O(N²) memory."""
+    """Same contract as `reference.linear_attention_parallel`, without the O(N²) memory. The math is fp32 (fp64
+    for fp64 inputs) under autocast too, as on the Triton path; the output comes back in q's dtype."""
+    with without_autocast(q):
+        return _chunked(q, k, v, causal, decay, normalize, scale, initial_state, output_final_state, eps, chunk_size)
+
+
+def _chunked(q, k, v, causal, decay, normalize, scale, initial_state, output_final_state, eps, chunk_size):
     a = check_args(q, k, v, causal=causal, decay=decay, normalize=normalize, scale=scale, initial_state=initial_state)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be ≥ 1; got {chunk_size}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from flurka.ops._backend import check_bnhd
+from flurka.ops._backend import check_bnhd, without_autocast
 from flurka.ops.flash.reference import masked_softmax_attention
 
 
@@ -109,5 +109,6 @@ def hash_buckets(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"rotations must be [H, D, n_buckets//2] = [{H}, {D}, *]; got {tuple(rotations.shape)}")
     if rotations.shape[2] == 0:
         return torch.zeros(B, N, H, dtype=torch.int64, device=x.device)
-    proj = torch.einsum("bnhd,hdr->bnhr", x.float(), rotations.to(device=x.device, dtype=torch.float32))
+    with without_autocast(x):  # fp32 hashing under autocast too: the buckets must not depend on it
+        proj = torch.einsum("bnhd,hdr->bnhr", x.float(), rotations.to(device=x.device, dtype=torch.float32))
     return torch.cat([proj, -proj], dim=-1).argmax(dim=-1)
