@@ -234,7 +234,25 @@ def write_figure(
     paths = {"json": json_path, "csv": write_csv(json_path.with_suffix(".csv"), rows)}
     paths["png"] = json_path.with_suffix(".png")
     plot(rows, paths["png"])
-    prov = json.loads(json_path.read_text())["provenance"]
+    paths["md"] = write_claims_table(
+        json_path, json_path.parent / "table.md", title=title, setup=setup, claims=claims, notes=notes, dry_run=dry_run
+    )
+    return paths
+
+
+def write_claims_table(
+    json_path: Path,
+    md_path: Path,
+    *,
+    title: str,
+    setup: list[str],
+    claims: list[Claim],
+    notes: list[str] | None = None,
+    dry_run: bool = False,
+) -> Path:
+    """A figure's table.md (or a speed suite's <suite>.md): the setup, the provenance of the results JSON it was
+    built from, the paper's claims beside our numbers with a verdict each, then any notes."""
+    prov = json.loads(Path(json_path).read_text())["provenance"]
     md = [f"# {title}", ""]
     if dry_run:
         md += ["**Dry run** (tiny shapes on CPU): checks the script; these numbers are not measurements.", ""]
@@ -242,9 +260,9 @@ def write_figure(
     md += [f"- commit `{prov['commit']}`, {prov['gpu']}, torch {prov['torch']}, triton {prov['triton']}",
            f"- command: `{prov['command']}`", "", claims_markdown(claims), ""]  # fmt: skip
     md += [*(notes or []), ""]
-    paths["md"] = json_path.parent / "table.md"
-    paths["md"].write_text("\n".join(md).rstrip() + "\n")
-    return paths
+    md_path = Path(md_path)
+    md_path.write_text("\n".join(md).rstrip() + "\n")
+    return md_path
 
 
 def estimate_seconds(flops: Iterable[float], *, rate: float = 300e12, overhead_s: float = 0.6) -> float:

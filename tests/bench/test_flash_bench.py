@@ -53,6 +53,35 @@ def test_wide_heads_are_compared_with_the_faster_pytorch_path():
     assert set(flash.WIDE_IMPLS) <= set(flash._impls(causal=False)) and flash.WIDE_HEAD_DIMS == (256, 325)
 
 
+def test_issue_16_bars_are_claims_judged_at_the_worst_point():
+    rows = []
+    for n, ours, cudnn in ((1024, 240.0, 320.0), (2048, 460.0, 500.0), (4096, 500.0, 480.0)):
+        rows += [flash._row("triton", "fwd", 16384 // n, n, 128, True, 1.0) | {"tflops": ours},
+                 flash._row("sdpa_cudnn", "fwd", 16384 // n, n, 128, True, 1.0) | {"tflops": cudnn}]  # fmt: skip
+    rows += [flash._row("triton", "fwd", 16, 1024, 325, False, 1.0) | {"tflops": 50.0},
+             flash._row("torch", "fwd", 16, 1024, 325, False, 1.0) | {"tflops": 80.0}]  # fmt: skip
+    from_2k, at_1k, wide = flash.claims(rows)
+    assert from_2k.ours == 0.92 and from_2k.reached and "N=2048" in from_2k.where
+    assert at_1k.ours == 0.75 and at_1k.reached is False
+    assert wide.ours == 0.625 and wide.reached is False and "D=325" in wide.where
+
+
+def test_scfa_claims_are_the_32k_speedups_over_each_causal_baseline():
+    from flurka.bench import scfa
+
+    rows = [{"variant": "flash", "impl": i, "N": 32768, "ms": ms} for i, ms in
+            (("sdpa_flash", 1200.0), ("sdpa_cudnn", 800.0), ("triton", 1000.0))]  # fmt: skip
+    sparse = {"impl": "triton", "N": 32768}
+    rows += [{**sparse, "variant": "scfa_hash", "n_buckets": 64, "includes_sort": True, "ms": 100.0},
+             {**sparse, "variant": "scfa_hash", "n_buckets": 64, "includes_sort": False, "ms": 1.0},
+             {**sparse, "variant": "scfa_qk", "drop": 0.8, "includes_sort": True, "ms": 200.0}]  # fmt: skip
+    got = {(c.claim.split(" faster")[0].rsplit(" ", 1)[0], c.where.split("over ")[1]): c for c in scfa.claims(rows)}
+    assert got["hash nb=64", "SDPA flash (FA2), the paper's baseline"].ours == 12.0  # the sort-included row
+    assert got["hash nb=64", "our flash"].ours == 10.0 and got["hash nb=64", "our flash"].paper == 3.45
+    assert got["QK-drop s=0.8", "SDPA cuDNN"].ours == 4.0 and not got["QK-drop s=0.8", "SDPA cuDNN"].reached
+    assert len(got) == 6
+
+
 def test_the_default_run_has_every_implementation_and_unknown_ones_are_refused():
     assert flash.DEFAULT_IMPLS.split(",") == ["triton", "sdpa_cudnn", "sdpa_flash", "torch"]
     assert set(flash._impls(causal=True)) == set(flash.LABELS)  # + ours pinned to pointer or TMA loads
