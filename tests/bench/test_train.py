@@ -36,6 +36,7 @@ def test_dry_run_trains_every_causal_variant_and_writes_json_png_and_table(tmp_p
     table = out.with_suffix(".md").read_text()
     assert "### tokens/s" in table and "### MFU" in table and "| flurka_performer |" in table
     assert "Dry run" in table and "3 x forward FLOPs" in table and data["provenance"]["commit"] in table
+    assert "### claims" in table and "≥ 0.9× Lightning's training tokens/s" in table
 
 
 def test_variant_options_and_model_shape_are_the_configs_a_training_run_uses():
@@ -53,7 +54,7 @@ def test_batch_keeps_tokens_per_step_constant_at_the_gpt2_shape():
     assert [setup.batch(n) * n for n in setup.lengths] == [16384] * 4
     assert setup.lengths == [1024, 4096, 8192, 16384] and setup.bf16
     quick = train.make_setup(dry_run=False, quick=True)
-    assert quick.lengths == [1024, 4096, 16384] and quick.steps < setup.steps
+    assert quick.lengths == [1024, 8192, 16384] and quick.steps < setup.steps
 
 
 def test_a_variant_that_fails_or_runs_out_of_memory_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
@@ -144,3 +145,26 @@ def test_compile_and_no_compile_together_are_refused(capsys):
     with pytest.raises(SystemExit):
         train.main(["--dry-run", "--compile", "full", "--no-compile"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def _point(variant: str, n: int, tokens_per_s: float, *, compiled: bool = False, mfu: float | None = None) -> dict:
+    return {"variant": variant, "N": n, "status": "ok", "tokens_per_s": tokens_per_s, "compiled": compiled,
+            "mfu": mfu}  # fmt: skip
+
+
+def test_issue_15_targets_are_claims_judged_on_each_variants_faster_run():
+    rows = [_point("lightning", 1024, 200e3), _point("lightning", 8192, 300e3), _point("flash", 8192, 150e3),
+            _point("flurka_rnn", 1024, 150e3), _point("flurka_rnn", 1024, 190e3, compiled=True),
+            _point("flurka_rnn", 8192, 240e3), _point("linear", 8192, 200e3),
+            _point("full", 1024, 250e3, mfu=0.226)]  # fmt: skip
+    got = {c.claim: c for c in train.claims(rows)}
+    at_1k = got["causal flurka_rnn ≥ 0.9× Lightning's training tokens/s at N=1024 (issue 15)"]
+    assert at_1k.ours == 0.95 and at_1k.reached and "flurka_rnn (compiled) over lightning" in at_1k.where
+    at_8k = got["causal flurka_rnn ≥ 0.9× Lightning's training tokens/s at N=8192 (issue 15)"]
+    assert at_8k.ours == 0.8 and at_8k.reached is False
+    assert got["causal flurka_rnn ≥ 1.5× flash's training tokens/s at N=8192 (issue 15)"].ours == 1.6
+    assert got["FLuRKA's step faster than its kernel constituent's (flurka_rnn vs linear)"].ours == 1.2
+    mfu = got["full attention at N=1024 ≥ 40% MFU (issue 15; the FLOP convention above)"]
+    assert mfu.ours == 22.6 and mfu.reached is False and mfu.ours_str == "22.60%"
+    missing = got["causal flurka_performer ≥ 0.9× Lightning's training tokens/s at N=1024 (issue 15)"]
+    assert missing.ours is None and "not both measured" in missing.where
