@@ -44,6 +44,13 @@ def resolve_backend(backend: str, t: torch.Tensor) -> str:
     return backend
 
 
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two ≥ n (as Triton's: 0 for 0), in plain Python: a launcher computes a few block sizes per
+    call, and `triton.next_power_of_2` is a constexpr function in recent Triton (~3.5 µs a call on the dev CPU,
+    host time a host-bound training step pays per layer)."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
 def check_bnhd(name: str, t: torch.Tensor) -> None:
     """Ops take [batch, seq, heads, head_dim]; anything else is a caller bug."""
     if t.dim() != 4:

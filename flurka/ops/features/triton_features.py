@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flurka.ops._backend import next_power_of_2
 from flurka.ops.features import reference as ref
 
 # _favor_kernel's stabilisers
@@ -162,7 +163,7 @@ class _FavorPlus(torch.autograd.Function):
         # pointers the kernel never reads or writes stand in for the absent shift and row maxima
         sh = shift.float().contiguous() if shift is not None else cmax
         amax_ptr = amax if store_max else cmax
-        BM = max(16, triton.next_power_of_2(M))
+        BM = max(16, next_power_of_2(M))
         # Shared memory grows with the stages and BR × BM: with 32-row tiles and 3 stages, BM = 512 asked
         # 392-408 KB on sm_90 (limit 227 KB) and BM = 256 up to 216 KB (compiled for sm_90 on a CPU with triton
         # 3.6 and 3.8, flurka.ops.gpu_compile). Fewer rows and stages for many features: at most 144 KB.
@@ -171,7 +172,7 @@ class _FavorPlus(torch.autograd.Function):
         if out.numel():
             _favor_kernel[(triton.cdiv(N, BR), B * H)](
                 xc, wc, sh, out, z32, cmax, amax_ptr, N, H, D, M, eps,
-                BR=BR, BD=min(64, max(16, triton.next_power_of_2(D))), BM=BM, PER_HEAD=w.dim() == 3,
+                BR=BR, BD=min(64, max(16, next_power_of_2(D))), BM=BM, PER_HEAD=w.dim() == 3,
                 MODE=mode, HAS_SHIFT=shift is not None, STORE_MAX=store_max, num_stages=stages,
             )  # fmt: skip
             if mode == KEY_GLOBAL_MAX:

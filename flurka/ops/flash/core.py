@@ -14,6 +14,7 @@ import torch
 import triton
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from flurka.ops._backend import next_power_of_2
 from flurka.ops.flash import _kernels as K
 
 _PREC = {torch.float32: "ieee", torch.float16: "tf32", torch.bfloat16: "tf32"}
@@ -49,7 +50,7 @@ def _seq_bucket(n: int) -> int:
 
 
 def _block_d(d: int) -> int:
-    return max(16, triton.next_power_of_2(d))
+    return max(16, next_power_of_2(d))
 
 
 def _unit_d(t: torch.Tensor) -> torch.Tensor:

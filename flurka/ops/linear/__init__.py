@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from flurka.ops._backend import resolve_backend
-from flurka.ops.linear._common import DEFAULT_EPS, check_args
+from flurka.ops.linear._common import DEFAULT_EPS
 from flurka.ops.linear.chunked import linear_attention_chunked
 from flurka.ops.linear.reference import linear_attention_parallel, linear_attention_recurrent
 
@@ -34,8 +34,9 @@ def linear_attention(
     eps: float = DEFAULT_EPS,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Linear attention on `[B, N, H, D]` tensors; returns `(o [B, Nq, H, Dv], final state or None)`."""
-    check_args(q, k, v, causal=causal, decay=decay, normalize=normalize, scale=scale, initial_state=initial_state)
+    """Linear attention on `[B, N, H, D]` tensors; returns `(o [B, Nq, H, Dv], final state or None)`. Both paths
+    check their arguments with the one `check_args` (same errors either way; once per call, not twice: it is
+    host time a host-bound step pays per layer)."""
     kw = dict(
         causal=causal,
         decay=decay,

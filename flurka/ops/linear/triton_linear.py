@@ -22,7 +22,7 @@ import os
 import torch
 import triton
 
-from flurka.ops._backend import triton_interpreter_on
+from flurka.ops._backend import next_power_of_2, triton_interpreter_on
 from flurka.ops.linear import triton_kernels as K
 from flurka.ops.linear._common import DEFAULT_EPS, check_args
 
@@ -97,7 +97,7 @@ def _cands(*vals: int) -> tuple[int, ...]:
 
 
 def _p2(n: int, cap: int) -> int:
-    return max(16, min(cap, triton.next_power_of_2(n)))
+    return max(16, min(cap, next_power_of_2(n)))
 
 
 def _lowp(t: torch.Tensor) -> bool:
