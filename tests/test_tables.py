@@ -103,9 +103,9 @@ def test_a_partial_table_names_its_missing_and_failed_rows(tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert {r["name"] for r in data["rows"]} == {"full", "linear"}
     assert data["failed"] == [{"name": "performer", "seed": 0, "error": "RuntimeError: CUDA out of memory"}]
-    assert {m["name"] for m in data["missing"]} == {"eva", "flurka_eva", "flurka_performer", "flurka_rnn"}
+    assert {m["name"] for m in data["missing"]} == {"eva", "flurka_eva", "flurka_performer", "flurka_rnn", "linformer"}
     assert "row performer seed 0 failed: RuntimeError: CUDA out of memory" in proc.stderr
-    assert "no finished run for rows eva, flurka_eva, flurka_performer, flurka_rnn" in proc.stderr
+    assert "no finished run for rows eva, flurka_eva, flurka_performer, flurka_rnn, linformer" in proc.stderr
     md = (out / "table.md").read_text()
     assert "| performer | 0 | failed: RuntimeError: CUDA out of memory |" in md and "| eva | 0 | missing" in md
 
