@@ -22,6 +22,15 @@ def _use_kernel(x: torch.Tensor, backend: str) -> bool:
     return kernel and x.dtype != torch.float64 and not torch.compiler.is_compiling()
 
 
+def _favor_kernel_fits(x: torch.Tensor, projection: torch.Tensor, backend: str) -> bool:
+    """The fused FAVOR+ kernel runs here and holds this many features (more go to the reference)."""
+    if not _use_kernel(x, backend):
+        return False
+    from flurka.ops.features.triton_features import MAX_FUSED_FEATURES
+
+    return projection.shape[-2] <= MAX_FUSED_FEATURES
+
+
 def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return t if dtype is None else t.to(dtype)
 
@@ -45,7 +54,7 @@ def favor_plus_features(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Non-causal FAVOR+ features (`reference.favor_plus_features`), in `dtype`."""
-    if _use_kernel(x, backend) and projection.shape[-2] <= 512:  # the kernel holds a token's m features
+    if _favor_kernel_fits(x, projection, backend):
         from flurka.ops.features.triton_features import favor_plus_features_triton
 
         return favor_plus_features_triton(x, projection, is_query=is_query, eps=eps, dtype=dtype or torch.float32)
@@ -61,7 +70,7 @@ def favor_plus_causal_features(
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Causal-safe FAVOR+ features (`reference.favor_plus_causal_features`): (φ in `dtype`, the query shift)."""
-    if _use_kernel(x, backend) and projection.shape[-2] <= 512:
+    if _favor_kernel_fits(x, projection, backend):
         from flurka.ops.features.triton_features import favor_plus_causal_features_triton
 
         return favor_plus_causal_features_triton(x, projection, is_query=is_query, dtype=dtype or torch.float32)

@@ -31,6 +31,8 @@ from flurka.ops.features import reference as ref
 QUERY_ROW_MAX = 0  # exp(z − max_m z): queries, causal or not (a per-query factor cancels)
 KEY_GLOBAL_MAX = 1  # exp(z − max over the sequence): non-causal keys (two passes: z, then the exp)
 KEY_FIXED = 2  # exp(z) with z already shifted by −c_m: causal keys (one pass)
+#: the kernel holds all m features of a token in one tile
+MAX_FUSED_FEATURES = 512
 
 
 @triton.jit
@@ -119,16 +121,16 @@ def _favor_kernel(
     row_offs = i_b * N * H * M + n * (H * M) + i_h * M
     o_ptrs = out + row_offs[:, None] + offs_m[None, :]
     o_mask = mr[:, None] & mm[None, :]
-    if MODE == 0:
+    if MODE == 0:  # QUERY_ROW_MAX
         c = tl.max(z, 1)
         tl.store(o_ptrs, (tl.exp(z - c[:, None]) + eps).to(out.dtype.element_ty), mask=o_mask)
         if STORE_MAX:
             tl.store(amax + i_b * N * H + n * H + i_h, c, mask=mr)
-    elif MODE == 1:
+    elif MODE == 1:  # KEY_GLOBAL_MAX
         tl.store(z32 + row_offs[:, None] + offs_m[None, :], z, mask=o_mask)
         block_max = tl.max(tl.where(mr, tl.max(z, 1), float("-inf")), 0)
         tl.atomic_max(cmax + i_bh, block_max)
-    else:
+    else:  # KEY_FIXED
         tl.store(o_ptrs, (tl.exp(z) + eps).to(out.dtype.element_ty), mask=o_mask)
 
 
@@ -210,8 +212,10 @@ def _check_favor_args(x: torch.Tensor, projection: torch.Tensor) -> None:
         )
     if projection.dim() == 3 and projection.shape[0] != x.shape[2]:
         raise ValueError(f"a per-head projection needs H={x.shape[2]} heads; got {projection.shape[0]}")
-    if projection.shape[-2] > 512:
-        raise ValueError(f"the fused kernel holds all m features of a token; m ≤ 512, got {projection.shape[-2]}")
+    if projection.shape[-2] > MAX_FUSED_FEATURES:
+        raise ValueError(
+            f"the fused kernel holds all m features of a token; m ≤ {MAX_FUSED_FEATURES}, got {projection.shape[-2]}"
+        )
 
 
 @torch.compiler.disable
