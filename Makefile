@@ -108,7 +108,7 @@ table-imagenet: install ## FLuRKA ImageNet: ViT per variant, accuracy (mini: MNI
 	$(BIN)/python scripts/run_table.py $@ --scale $(SCALE)
 
 # ---- the GPU machine of the device tool: stage once here, then one call runs scripts/gpu_session.sh
-# A call carries at most 64 MiB: wheels 27 MiB + the tree ~5 MiB leave ~32 MiB of data, so name what the call
+# A call carries at most 64 MiB: wheels 33 MiB + the tree ~5 MiB leave ~32 MiB of data, so name what the call
 # needs (MiB: wikitext-2 13, glue 11, mnist 11, multi30k 3): DEVICE_DATA="mnist multi30k" for table-imagenet and
 # table-wmt, "wikitext-2 glue" for table-glue (the default), "mnist" for table-lra.
 DEVICE_DATA ?= wikitext-2 glue
@@ -120,6 +120,10 @@ device-stage: ## stage .device/ (wheels the GPU image lacks + DEVICE_DATA datase
 	@# fla-core (pure-Python Triton kernels): the Lightning bench's peer, chunk_simple_gla; 1 MB, pinned
 	$(BIN)/python -m pip download -q --no-deps --dest .device/wheels fla-core==$(FLA_CORE_VERSION) \
 		|| echo "fla-core $(FLA_CORE_VERSION) not fetched: the Lightning bench's fla rows will say unavailable"
+	@# sacrebleu (table-wmt's BLEU) and its needs, built for the GPU image's Python 3.12: the image lacks them
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--abi cp312 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --dest .device/wheels \
+		sacrebleu==2.6.0 portalocker==4.4.2 tabulate==0.10.0 colorama==0.4.6 regex==2026.12.2 lxml==6.2.1
 	@# the GPU machine's copy of .git is the session's starting one: record the commit the results come from
 	@echo "$$(git rev-parse HEAD)$$(git status --porcelain --untracked-files=no | grep -q . && echo +dirty)" > .device/commit
 	@echo "staged for commit $$(cat .device/commit) (stage again after committing)"

@@ -83,10 +83,22 @@ def perplexity(mean_nats: float) -> float:
     return math.exp(min(mean_nats, 50.0))  # capped: an untrained model's exp(loss) overflows nothing useful
 
 
+def require_sacrebleu():
+    """sacrebleu, or an ImportError that says how to get it. Translation tasks call this when they are built, so a
+    run without it stops before training, not at its first BLEU evaluation minutes later."""
+    try:
+        import sacrebleu
+    except ImportError as err:
+        raise ImportError(
+            "BLEU needs sacrebleu, which is not installed: `pip install sacrebleu` (it is in environment.yml; for "
+            "the device tool, `make device-stage` carries its wheels)"
+        ) from err
+    return sacrebleu
+
+
 def bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str = "13a") -> float:
     """Corpus BLEU of detokenised hypotheses against one reference each (sacrebleu, WMT's standard '13a')."""
-    import sacrebleu
-
+    sacrebleu = require_sacrebleu()
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score)

@@ -323,6 +323,8 @@ def build_translation_task(
     if pad_to not in ("max_len", "longest"):
         raise ValueError(f"pad_to must be 'max_len' or 'longest'; got {pad_to!r}")
     max_len = int(seq_len or max_len)
+    if bleu_examples > 0:
+        metrics.require_sacrebleu()
     spec = corpus_spec(corpus, src, tgt)
     all_files = [f for pair in spec.files.values() for f in pair]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import shutil
+import sys
 
 import pytest
 import sacrebleu
@@ -149,3 +150,11 @@ def test_misaligned_and_corrupt_files(tmp_path, monkeypatch):
 def test_missing_wmt14_says_which_files_to_put_where(tmp_path):
     with pytest.raises(DataError, match=r"(?s)wmt14/en-de/train.en.*wmt14/en-de/newstest2014.de.*wmt/wmt14"):
         translation.build_translation_task("wmt14", src="en", tgt="de", root=str(tmp_path))
+
+
+def test_missing_sacrebleu_stops_the_build_not_the_first_evaluation(monkeypatch):
+    # None in sys.modules makes `import sacrebleu` raise ImportError, as on a machine without it
+    monkeypatch.setitem(sys.modules, "sacrebleu", None)
+    with pytest.raises(ImportError, match="pip install sacrebleu"):
+        build()
+    build(bleu_examples=0)  # a task that never scores BLEU does not need it
