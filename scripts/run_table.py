@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -160,6 +161,14 @@ def stream_groups(costs: dict[str, float], base_of: dict[str, str | None], strea
     return [dependencies_first(g) for g in groups if g]
 
 
+def stream_env(environ: Mapping[str, str], n_streams: int) -> dict[str, str]:
+    """The environment of each of `n_streams` child runs: it says how many share the device, and splits the CPU
+    cores among them. Each child's torch would otherwise start one intra-op thread per core, so n streams would
+    run n × cores spinning threads on the host that launches their kernels; a thread count set by the user wins."""
+    cores = max(1, (os.cpu_count() or 1) // n_streams)
+    return {"OMP_NUM_THREADS": str(cores), **environ, "FLURKA_CONCURRENT_RUNS": str(n_streams)}
+
+
 def run_streams(args: argparse.Namespace, rows: list[str], where: list[str]) -> list[dict]:
     """Run the rows in `args.streams` child processes of this script at once (each with --rows of its group),
     their output prefixed with the stream's number; returns the failure records of this call's rows."""
@@ -174,7 +183,7 @@ def run_streams(args: argparse.Namespace, rows: list[str], where: list[str]) -> 
     base_of = {r: next((b for b in rows if f"/{b}/seed" in path), None) for r, path in init_paths.items()}
     groups = stream_groups(costs, base_of, args.streams)
     prepare_tasks(args.table, cfgs.values())
-    env = os.environ | {"FLURKA_CONCURRENT_RUNS": str(len(groups))}
+    env = stream_env(os.environ, len(groups))
     children = []
     for i, group_rows in enumerate(groups):
         cmd = [sys.executable, __file__, args.table, "--scale", args.scale, "--rows", ",".join(group_rows),

@@ -274,6 +274,15 @@ def test_stream_groups_keep_each_row_with_its_base_and_balance_the_rest():
     assert run_table.stream_groups({"a": 1.0}, {}, 4) == [["a"]]  # never more streams than rows
 
 
+def test_streams_split_the_cpu_cores_unless_the_user_set_a_thread_count(monkeypatch):
+    run_table = load_run_table()
+    monkeypatch.setattr(run_table.os, "cpu_count", lambda: 16)
+    env = run_table.stream_env({"PATH": "/bin"}, 4)
+    assert env == {"PATH": "/bin", "OMP_NUM_THREADS": "4", "FLURKA_CONCURRENT_RUNS": "4"}
+    assert run_table.stream_env({}, 32)["OMP_NUM_THREADS"] == "1"  # never zero threads
+    assert run_table.stream_env({"OMP_NUM_THREADS": "8"}, 4)["OMP_NUM_THREADS"] == "8"
+
+
 @pytest.mark.slow
 def test_rows_run_in_parallel_streams_build_one_table_that_says_so(tmp_path, monkeypatch, capsys):
     """--streams 2: two child processes run the rows at once; one table is built from both, and its notes say
